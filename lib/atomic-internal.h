@@ -1,0 +1,49 @@
+/* lib/atomic-internal.h — the one place rill touches atomics.
+ *
+ * Internal state uses C11 <stdatomic.h> types directly. Public structs hold
+ * no _Atomic (bindings must be able to lay them out), so the few counters
+ * that live in public structs (rill_publisher's refcount, demand words given
+ * to rill_demand_add) go through the __atomic builtins below, which GCC and
+ * Clang provide for plain integer objects.
+ */
+#ifndef RILL_ATOMIC_INTERNAL_H
+#define RILL_ATOMIC_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define rill__load_relaxed(p) atomic_load_explicit((p), memory_order_relaxed)
+#define rill__load_acquire(p) atomic_load_explicit((p), memory_order_acquire)
+#define rill__store_relaxed(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
+#define rill__store_release(p, v) atomic_store_explicit((p), (v), memory_order_release)
+
+/* Plain-object atomics for fields of public structs. */
+#define rill__plain_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define rill__plain_store_relaxed(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+/* Increment needs no ordering: the caller already holds a reference. */
+#define rill__plain_ref(p) ((void)__atomic_fetch_add((p), 1, __ATOMIC_RELAXED))
+/* Decrement is acq_rel: the last owner must see every other owner's writes
+ * before it frees the object. Returns the count after the decrement. */
+#define rill__plain_unref(p) (__atomic_sub_fetch((p), 1, __ATOMIC_ACQ_REL))
+
+/* Saturating demand arithmetic on an _Atomic uint64_t (see core.c). */
+uint64_t rill__demand_add(_Atomic uint64_t *demand, uint64_t n);
+uint64_t rill__demand_produced(_Atomic uint64_t *demand, uint64_t n);
+
+/* Queue-drain entry: returns 1 when the caller became the drainer (the
+ * counter went from 0 to 1), else 0 (the running drainer will see the extra
+ * work). acq_rel: the new drainer must see what earlier drainers published,
+ * and a missed ticket must publish the work it stands for. */
+static inline int rill__wip_enter(_Atomic uint32_t *wip)
+{
+    return atomic_fetch_add_explicit(wip, 1, memory_order_acq_rel) == 0;
+}
+
+/* Drainer's exit test: gives back the `missed` tickets it has served and
+ * returns how many arrived meanwhile (0: the drainer may stop). */
+static inline uint32_t rill__wip_leave(_Atomic uint32_t *wip, uint32_t missed)
+{
+    return atomic_fetch_sub_explicit(wip, missed, memory_order_acq_rel) - missed;
+}
+
+#endif

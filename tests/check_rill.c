@@ -1,0 +1,19 @@
+/* tests/check_rill.c — the one test runner: every suite, fork mode on. */
+#include "recorder.h"
+#include "suites.h"
+
+#include <stdlib.h>
+
+int main(void)
+{
+    counting_allocator_install();
+    SRunner *sr = srunner_create(core_suite());
+    srunner_add_suite(sr, sources_suite());
+    srunner_add_suite(sr, operators_suite());
+    srunner_add_suite(sr, alloc_suite());
+    srunner_add_suite(sr, threads_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
