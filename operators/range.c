@@ -26,8 +26,10 @@ static int range_next(void *state, void **item, rill_error **err)
 {
     range_state *st = state;
     *item = (void *)(intptr_t)st->next;
-    st->next++;
-    return --st->remaining ? RILL__PULL_ITEM : RILL__PULL_LAST;
+    if (--st->remaining == 0)
+        return RILL__PULL_LAST;
+    st->next++;   /* only while more follow: a range may end at INT64_MAX */
+    return RILL__PULL_ITEM;
 }
 
 static const struct rill__pull_ops range_pull_ops = {
