@@ -7,6 +7,7 @@
  */
 #include "alloc-internal.h"
 #include "atomic-internal.h"
+#include "stage-internal.h"
 
 #include <rill/stage.h>
 
@@ -62,8 +63,13 @@ void rill_context_unref(rill_context *c)
     }
 }
 
-void rill_context_discard(rill_context *c, void *item)
+void rill__context_discard_slow(rill_context *c, void *item)
 {
     for (; c; c = c->next)
         c->fn(c->ctx, item);
+}
+
+void rill_context_discard(rill_context *c, void *item)
+{
+    rill__context_discard_slow(c, item);
 }

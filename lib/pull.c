@@ -14,6 +14,7 @@
  *    must not call request/cancel after on_release has returned (core.h).
  */
 #include "alloc-internal.h"
+#include "stage-internal.h"
 #include "atomic-internal.h"
 #include "error-internal.h"
 #include "pull-internal.h"
@@ -63,10 +64,10 @@ static void finish(pull *p)
 static int end(pull *p, int rc, rill_error *err)
 {
     if (rc == RILL__PULL_ERROR) {
-        rill_deliver_error(p->down, err);
+        rill__on_error(p->down, err);
         rill_error_unref(err);
     } else {
-        rill_deliver_complete(p->down);
+        rill__on_complete(p->down);
     }
     return 1;
 }
@@ -94,7 +95,7 @@ static int emit(pull *p)
             int rc = p->ops->next(p->state, &item, &err);
             if (rc == RILL__PULL_END || rc == RILL__PULL_ERROR)
                 return end(p, rc, err);
-            rill_deliver_next(p->down, item);
+            rill__on_next(p->down, item);
             e++;
             if (rc == RILL__PULL_LAST) {
                 stop = rill__load_relaxed(&p->stop);

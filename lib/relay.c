@@ -1,5 +1,6 @@
 /* lib/relay.c — see relay-internal.h. */
 #include "alloc-internal.h"
+#include "stage-internal.h"
 #include "relay-internal.h"
 
 #include <errno.h>
@@ -81,13 +82,13 @@ void rill__relay_end(rill__relay *r, int code)
     if (r->done)
         return;
     r->done = 1;
-    rill_cancel(r->up);
+    rill__cancel(r->up);
     if (atomic_load_explicit(&r->down_cancelled, memory_order_relaxed))
         return;
     if (code)
         rill_deliver_error_code(r->down, code, NULL);
     else
-        rill_deliver_complete(r->down);
+        rill__on_complete(r->down);
 }
 
 void rill__relay_on_subscribe(rill_subscriber *self, rill_subscription *s)
@@ -101,9 +102,9 @@ void rill__relay_on_next(rill_subscriber *self, void *item)
 {
     rill__relay *r = rill__relay_of_in(self);
     if (r->done)
-        rill_context_discard(r->ctx, item);
+        rill__discard(r->ctx, item);
     else
-        rill_deliver_next(r->down, item);
+        rill__on_next(r->down, item);
 }
 
 void rill__relay_on_error(rill_subscriber *self, const rill_error *e)
@@ -112,7 +113,7 @@ void rill__relay_on_error(rill_subscriber *self, const rill_error *e)
     if (r->done)
         return;
     r->done = 1;
-    rill_deliver_error(r->down, e);
+    rill__on_error(r->down, e);
 }
 
 void rill__relay_on_complete(rill_subscriber *self)
@@ -121,7 +122,7 @@ void rill__relay_on_complete(rill_subscriber *self)
     if (r->done)
         return;
     r->done = 1;
-    rill_deliver_complete(r->down);
+    rill__on_complete(r->down);
 }
 
 void rill__relay_on_release(rill_subscriber *self)
@@ -138,14 +139,14 @@ rill_context *rill__relay_context(rill_subscriber *self)
 
 void rill__relay_request(rill_subscription *s, uint64_t n)
 {
-    rill_request(rill__relay_of_out(s)->up, n);
+    rill__request(rill__relay_of_out(s)->up, n);
 }
 
 void rill__relay_cancel(rill_subscription *s)
 {
     rill__relay *r = rill__relay_of_out(s);
     atomic_store_explicit(&r->down_cancelled, 1, memory_order_relaxed);
-    rill_cancel(r->up);
+    rill__cancel(r->up);
 }
 
 const struct rill_subscription_ops rill__relay_out_ops = {

@@ -6,6 +6,7 @@
  * RILL_UNBOUNDED the replacement request is pointless and skipped.
  */
 #include "relay-internal.h"
+#include "stage-internal.h"
 
 #include <rill/operators.h>
 
@@ -27,19 +28,19 @@ static void filter_on_next(rill_subscriber *self, void *item)
 {
     filter_relay *f = (filter_relay *)rill__relay_of_in(self);
     if (f->r.done) {
-        rill_context_discard(f->r.ctx, item);
+        rill__discard(f->r.ctx, item);
         return;
     }
     int rc = f->fn(f->ctx, item);
     if (rc > 0) {
-        rill_deliver_next(f->r.down, item);
+        rill__on_next(f->r.down, item);
         return;
     }
-    rill_context_discard(f->r.ctx, item);
+    rill__discard(f->r.ctx, item);
     if (rc < 0)
         rill__relay_end(&f->r, -rc);
     else if (!atomic_load_explicit(&f->unbounded, memory_order_relaxed))
-        rill_request(f->r.up, 1);
+        rill__request(f->r.up, 1);
 }
 
 static const struct rill_subscriber_ops filter_in_ops = {
@@ -57,7 +58,7 @@ static void filter_request(rill_subscription *s, uint64_t n)
     filter_relay *f = (filter_relay *)rill__relay_of_out(s);
     if (n == RILL_UNBOUNDED)
         atomic_store_explicit(&f->unbounded, 1, memory_order_relaxed);
-    rill_request(f->r.up, n);
+    rill__request(f->r.up, n);
 }
 
 static const struct rill_subscription_ops filter_out_ops = {

@@ -6,6 +6,7 @@
  * upstream is cancelled, and downstream gets on_error(code).
  */
 #include "relay-internal.h"
+#include "stage-internal.h"
 
 #include <rill/operators.h>
 
@@ -26,16 +27,16 @@ static void map_on_next(rill_subscriber *self, void *item)
 {
     map_relay *m = (map_relay *)rill__relay_of_in(self);
     if (m->r.done) {
-        rill_context_discard(m->r.ctx, item);
+        rill__discard(m->r.ctx, item);
         return;
     }
     void *out = NULL;
     int rc = m->fn(m->ctx, item, &out);
     if (rc == 0) {
-        rill_deliver_next(m->r.down, out);
+        rill__on_next(m->r.down, out);
         return;
     }
-    rill_context_discard(m->r.ctx, item);
+    rill__discard(m->r.ctx, item);
     rill__relay_end(&m->r, rc > 0 ? rc : -rc);
 }
 

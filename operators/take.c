@@ -7,6 +7,7 @@
  * on_subscribe and cancels upstream without ever requesting.
  */
 #include "relay-internal.h"
+#include "stage-internal.h"
 
 #include <rill/operators.h>
 
@@ -36,18 +37,18 @@ static void take_on_next(rill_subscriber *self, void *item)
 {
     take_relay *t = (take_relay *)rill__relay_of_in(self);
     if (t->r.done) {
-        rill_context_discard(t->r.ctx, item);
+        rill__discard(t->r.ctx, item);
         return;
     }
     if (--t->remaining > 0) {
-        rill_deliver_next(t->r.down, item);
+        rill__on_next(t->r.down, item);
         return;
     }
     t->r.done = 1;
-    rill_cancel(t->r.up);
-    rill_deliver_next(t->r.down, item);
+    rill__cancel(t->r.up);
+    rill__on_next(t->r.down, item);
     if (!atomic_load_explicit(&t->r.down_cancelled, memory_order_relaxed))
-        rill_deliver_complete(t->r.down);
+        rill__on_complete(t->r.down);
 }
 
 static const struct rill_subscriber_ops take_in_ops = {
@@ -64,7 +65,7 @@ static void take_request(rill_subscription *s, uint64_t n)
 {
     take_relay *t = (take_relay *)rill__relay_of_out(s);
     if (n == 0) {
-        rill_request(t->r.up, 0);   /* upstream turns it into on_error(EINVAL) */
+        rill__request(t->r.up, 0);   /* upstream turns it into on_error(EINVAL) */
         return;
     }
     uint64_t cur = atomic_load_explicit(&t->requested, memory_order_relaxed);
@@ -75,7 +76,7 @@ static void take_request(rill_subscription *s, uint64_t n)
         next = n >= t->limit - cur ? t->limit : cur + n;
     } while (!atomic_compare_exchange_weak_explicit(&t->requested, &cur, next,
                                                     memory_order_relaxed, memory_order_relaxed));
-    rill_request(t->r.up, next - cur);
+    rill__request(t->r.up, next - cur);
 }
 
 static const struct rill_subscription_ops take_out_ops = {
