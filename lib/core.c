@@ -16,8 +16,10 @@ const char *rill_version(void)
 /* ---------------------------------------------------------------- demand */
 
 /* Demand is added with a CAS loop so that it saturates at RILL_UNBOUNDED
- * instead of wrapping (rule 3.17). Relaxed suffices here: the queue-drain
- * counter that follows every add publishes it (acq_rel, atomic-internal.h). */
+ * instead of wrapping (rule 3.17). The successful exchange is a release: a
+ * drainer that is already running sees new demand through its acquire load
+ * of the counter, without passing through wip, and must then also see what
+ * the requester wrote before requesting. */
 uint64_t rill__demand_add(_Atomic uint64_t *demand, uint64_t n)
 {
     uint64_t cur = atomic_load_explicit(demand, memory_order_relaxed);
@@ -25,7 +27,7 @@ uint64_t rill__demand_add(_Atomic uint64_t *demand, uint64_t n)
         if (cur == RILL_UNBOUNDED)
             return cur;
         uint64_t next = n >= RILL_UNBOUNDED - cur ? RILL_UNBOUNDED : cur + n;
-        if (atomic_compare_exchange_weak_explicit(demand, &cur, next, memory_order_relaxed,
+        if (atomic_compare_exchange_weak_explicit(demand, &cur, next, memory_order_release,
                                                   memory_order_relaxed))
             return cur;
     }

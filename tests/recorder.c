@@ -124,8 +124,9 @@ static void cb_release(void *user)
         REC_VIOLATION(r, "on_release before on_subscribe");
     r->releases++;
     r->sub = NULL;
-    atomic_store(&r->released_flag, 1);
     leave(r);
+    /* Last: a test may free the recorder as soon as it sees the flag. */
+    atomic_store(&r->released_flag, 1);
 }
 
 static const rill_callbacks rec_callbacks = {
