@@ -46,4 +46,10 @@ static inline uint32_t rill__wip_leave(_Atomic uint32_t *wip, uint32_t missed)
     return atomic_fetch_sub_explicit(wip, missed, memory_order_acq_rel) - missed;
 }
 
+/* Asymmetric barriers (lib/barrier.c). rill__asym_light_ok() says whether
+ * the per-item side may skip its fence (1), given that the rare side calls
+ * rill__asym_heavy() before re-checking; it is decided once per process. */
+int rill__asym_light_ok(void);
+void rill__asym_heavy(void);
+
 #endif

@@ -12,11 +12,19 @@
 
 #define IMMORTAL UINTPTR_MAX
 
+
 struct rill_error {
     uintptr_t refs;   /* IMMORTAL for static errors */
     int code;
     char message[];
 };
+
+/* The immortal test is an atomic load: other threads may be changing a
+ * shared error's count at the same time. */
+static int immortal(rill_error *e)
+{
+    return __atomic_load_n(&e->refs, __ATOMIC_RELAXED) == IMMORTAL;
+}
 
 static struct {
     struct rill_error e;
@@ -51,14 +59,14 @@ rill_error *rill__error_make(int code, const char *message)
 
 rill_error *rill_error_ref(rill_error *e)
 {
-    if (e && e->refs != IMMORTAL)
+    if (e && !immortal(e))
         rill__plain_ref(&e->refs);
     return e;
 }
 
 void rill_error_unref(rill_error *e)
 {
-    if (e && e->refs != IMMORTAL && rill__plain_unref(&e->refs) == 0)
+    if (e && !immortal(e) && rill__plain_unref(&e->refs) == 0)
         rill__free(e);
 }
 

@@ -12,6 +12,10 @@ int main(void)
     srunner_add_suite(sr, operators_suite());
     srunner_add_suite(sr, alloc_suite());
     srunner_add_suite(sr, threads_suite());
+    srunner_add_suite(sr, schedulers_suite());
+    srunner_add_suite(sr, vt_loop_suite());
+    srunner_add_suite(sr, observe_on_suite());
+    srunner_add_suite(sr, timers_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -9,6 +9,10 @@ Suite *sources_suite(void);     /* check_sources.c: range, from_array, just, emp
 Suite *operators_suite(void);   /* check_operators.c: map, filter, take, on_discard */
 Suite *alloc_suite(void);       /* check_alloc.c: allocator replacement, allocation failure */
 Suite *threads_suite(void);     /* check_threads.c: request/cancel from several threads */
+Suite *schedulers_suite(void);  /* check_schedulers.c: immediate, thread pool */
+Suite *vt_loop_suite(void);     /* check_sched_vt_loop.c: virtual time, loop scheduler */
+Suite *observe_on_suite(void);  /* check_observe_on.c: observe_on, subscribe_on, hand-off races */
+Suite *timers_suite(void);      /* check_timers.c: interval, timer, delay */
 
 /* Timeout scaled by CK_TIMEOUT_MULTIPLIER (Check does it) for concurrency cases. */
 #define RILL_TEST_TIMEOUT 30
