@@ -71,8 +71,7 @@ rill_worker *rill_worker_new(rill_scheduler *s)
     rill_worker *w = s->ops->worker_new(s);
     if (!w)
         return NULL;
-    if (w->scheduler != s)   /* static workers (immediate) come preset */
-        w->scheduler = s;
+    w->scheduler = s;
     rill__scheduler_hold(s);
     return w;
 }

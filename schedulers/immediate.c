@@ -8,26 +8,26 @@
  * goes through the same queue. The scheduler is a process-wide immortal
  * singleton: references to it are free and it never shuts down.
  */
+#include "alloc-internal.h"
 #include "scheduler-internal.h"
+#include "task-queue-internal.h"
 
 #include <errno.h>
 #include <time.h>
 
-enum { NOT_QUEUED = 0, QUEUED = 1 };
-
-static _Thread_local rill_task *head, *tail;
+static _Thread_local rill__task_queue queue;   /* this thread's trampoline */
 static _Thread_local int draining;
 
-static rill_scheduler the_scheduler;
-static rill_worker the_worker = { &the_scheduler };
-
+/* Workers carry no state (the queue is per thread), but each is its own
+ * allocation so that rill_worker_new can fill in its base like any other. */
 static rill_worker *immediate_worker_new(rill_scheduler *self)
 {
-    return &the_worker;
+    return rill__malloc(sizeof(rill_worker));
 }
 
 static void immediate_worker_free(rill_scheduler *self, rill_worker *w)
 {
+    rill__free(w);
 }
 
 static void sleep_until(uint64_t due)
@@ -40,14 +40,8 @@ static void sleep_until(uint64_t due)
 static void drain(void)
 {
     draining = 1;
-    while (head) {
-        rill_task *t = head;
-        head = t->next_private;
-        if (!head)
-            tail = NULL;
-        t->word_private = NOT_QUEUED;
+    for (rill_task *t; (t = rill__tq_pop(&queue));)
         t->run(t, RILL_TASK_RUN);
-    }
     draining = 0;
 }
 
@@ -55,36 +49,17 @@ static int immediate_schedule(rill_scheduler *self, rill_worker *w, rill_task *t
 {
     if (due)
         sleep_until(due);
-    t->next_private = NULL;
-    t->word_private = QUEUED;
-    if (tail)
-        tail->next_private = t;
-    else
-        head = t;
-    tail = t;
+    rill__tq_push(&queue, t);
     if (!draining)
         drain();
     return 0;
 }
 
+/* Only this thread's trampoline can be searched: a task queued on another
+ * thread's is reported as not queued. */
 static int immediate_cancel(rill_scheduler *self, rill_worker *w, rill_task *t)
 {
-    if (t->word_private != QUEUED)
-        return ENOENT;
-    rill_task *prev = NULL;
-    for (rill_task *at = head; at; prev = at, at = at->next_private) {
-        if (at != t)
-            continue;
-        if (prev)
-            prev->next_private = t->next_private;
-        else
-            head = t->next_private;
-        if (tail == t)
-            tail = prev;
-        t->word_private = NOT_QUEUED;
-        return 0;
-    }
-    return ENOENT;   /* queued on another thread's trampoline */
+    return rill__tq_remove(&queue, t) ? 0 : ENOENT;
 }
 
 static uint64_t immediate_now(rill_scheduler *self)

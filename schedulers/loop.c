@@ -39,19 +39,17 @@
 #include "alloc-internal.h"
 #include "atomic-internal.h"
 #include "scheduler-internal.h"
+#include "task-queue-internal.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-enum { NOT_QUEUED = 0, IN_READY = 1, IN_TIMERS = 2 };
-
 typedef struct loop {
     rill_scheduler base;
     pthread_mutex_t lock;
-    rill_task *head, *tail;      /* runnable FIFO */
-    rill_task *timers;           /* sorted by due_private, ties FIFO */
+    rill__task_queue q;          /* ready FIFO and sorted timers */
     int stopped;                 /* shut down: refuse new tasks */
     int running;                 /* a thread is running tasks (runner) */
     pthread_t runner;
@@ -66,69 +64,10 @@ static loop *as_loop(rill_scheduler *s)
     return s && s->ops == &loop_ops ? (loop *)s : NULL;
 }
 
-static void push_ready(loop *l, rill_task *t)
-{
-    t->next_private = NULL;
-    t->word_private = IN_READY;
-    if (l->tail)
-        l->tail->next_private = t;
-    else
-        l->head = t;
-    l->tail = t;
-}
-
-static rill_task *pop_ready(loop *l)
-{
-    rill_task *t = l->head;
-    if (t) {
-        l->head = t->next_private;
-        if (!l->head)
-            l->tail = NULL;
-        t->word_private = NOT_QUEUED;
-    }
-    return t;
-}
-
-static void insert_timer(loop *l, rill_task *t)
-{
-    rill_task **at = &l->timers;
-    while (*at && (*at)->due_private <= t->due_private)
-        at = &(*at)->next_private;
-    t->next_private = *at;
-    t->word_private = IN_TIMERS;
-    *at = t;
-}
-
-/* Removes t from the singly linked list at *list; fixes *tail if given. */
-static int unlink_task(rill_task **list, rill_task *t, rill_task **tail)
-{
-    rill_task *prev = NULL;
-    for (rill_task **at = list; *at; prev = *at, at = &(*at)->next_private) {
-        if (*at == t) {
-            *at = t->next_private;
-            if (tail && *tail == t)
-                *tail = prev;
-            t->word_private = NOT_QUEUED;
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* Under lock: moves the timers due by `now` to the end of the FIFO. */
-static void promote_timers(loop *l, uint64_t now)
-{
-    while (l->timers && l->timers->due_private <= now) {
-        rill_task *t = l->timers;
-        l->timers = t->next_private;
-        push_ready(l, t);
-    }
-}
-
 /* Under lock: is anything runnable right now? */
 static int runnable(loop *l)
 {
-    return l->head || (l->timers && l->timers->due_private <= rill__monotonic_ns());
+    return l->q.head || (l->q.timers && l->q.timers->due_private <= rill__monotonic_ns());
 }
 
 static void write_fd(loop *l)
@@ -164,13 +103,9 @@ static size_t run_tasks(loop *l, size_t max)
     size_t ran = 0;
     while (ran < max || l->stopped) {
         int status = RILL_TASK_RUN;
-        rill_task *t = pop_ready(l);
-        if (!t && l->stopped && l->timers) {
-            t = l->timers;
-            l->timers = t->next_private;
-            t->word_private = NOT_QUEUED;
+        rill_task *t = rill__tq_pop(&l->q);
+        if (!t && l->stopped && (t = rill__tq_pop_timer(&l->q)))
             status = ECANCELED;
-        }
         if (!t)
             break;
         pthread_mutex_unlock(&l->lock);
@@ -199,7 +134,7 @@ size_t rill_loop_run_pending(rill_scheduler *s, size_t max)
     drain_fd(l);               /* before clearing `armed`: see the top */
     pthread_mutex_lock(&l->lock);
     atomic_store_explicit(&l->armed, 0, memory_order_relaxed);   /* lock orders it */
-    promote_timers(l, rill__monotonic_ns());
+    rill__tq_promote(&l->q, rill__monotonic_ns());
     size_t ran = run_tasks(l, max);
     int rearm = !l->stopped && runnable(l);
     if (rearm)
@@ -221,10 +156,10 @@ int64_t rill_loop_next_timeout_ns(rill_scheduler *s)
     }
     int64_t timeout = -1;
     pthread_mutex_lock(&l->lock);
-    if (l->head) {
+    if (l->q.head) {
         timeout = 0;
-    } else if (l->timers) {
-        uint64_t now = rill__monotonic_ns(), due = l->timers->due_private;
+    } else if (l->q.timers) {
+        uint64_t now = rill__monotonic_ns(), due = l->q.timers->due_private;
         uint64_t left = due > now ? due - now : 0;
         timeout = left > INT64_MAX ? INT64_MAX : (int64_t)left;
     }
@@ -287,7 +222,7 @@ static void loop_worker_free(rill_scheduler *self, rill_worker *w)
  * recomputes its timeout after every run. */
 static int must_wake(loop *l, rill_task *t)
 {
-    if (t->due_private && l->timers != t)
+    if (t->due_private && l->q.timers != t)
         return 0;
     if (l->running)
         return 0;
@@ -304,9 +239,9 @@ static int loop_schedule(rill_scheduler *self, rill_worker *w, rill_task *t, uin
     }
     t->due_private = due;
     if (due)
-        insert_timer(l, t);
+        rill__tq_add_timer(&l->q, t);
     else
-        push_ready(l, t);
+        rill__tq_push(&l->q, t);
     int wake = must_wake(l, t);
     pthread_mutex_unlock(&l->lock);
     if (wake)
@@ -317,12 +252,8 @@ static int loop_schedule(rill_scheduler *self, rill_worker *w, rill_task *t, uin
 static int loop_cancel(rill_scheduler *self, rill_worker *w, rill_task *t)
 {
     loop *l = (loop *)self;
-    int removed = 0;
     pthread_mutex_lock(&l->lock);
-    if (t->word_private == IN_TIMERS)
-        removed = unlink_task(&l->timers, t, NULL);
-    else if (t->word_private == IN_READY)
-        removed = unlink_task(&l->head, t, &l->tail);
+    int removed = rill__tq_remove(&l->q, t);
     pthread_mutex_unlock(&l->lock);
     return removed ? 0 : ENOENT;
 }

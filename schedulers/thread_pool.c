@@ -23,6 +23,7 @@
 #include "alloc-internal.h"
 #include "atomic-internal.h"
 #include "scheduler-internal.h"
+#include "task-queue-internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -30,15 +31,12 @@
 
 #define SPIN_NS 30000u
 
-enum { NOT_QUEUED = 0, IN_READY = 1, IN_TIMERS = 2 };
-
 typedef struct pool pool;
 
 typedef struct pool_thread {
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    rill_task *head, *tail;      /* ready FIFO */
-    rill_task *timers;           /* sorted by due_private, earliest first */
+    rill__task_queue q;          /* ready FIFO and sorted timers */
     atomic_uint queued;          /* ready tasks: the spinner polls this */
     int parked;                  /* under lock: waiting on `wake` */
     int stop;                    /* under lock: shut down */
@@ -63,53 +61,29 @@ typedef struct pool_worker {
 /* The pool thread this thread is, if any (to detect unref from inside). */
 static _Thread_local pool *current_pool;
 
+/* The queue's ready count is mirrored in `queued` for the spinner. */
 static void push_ready(pool_thread *t, rill_task *task)
 {
-    task->next_private = NULL;
-    task->word_private = IN_READY;
-    if (t->tail)
-        t->tail->next_private = task;
-    else
-        t->head = task;
-    t->tail = task;
+    rill__tq_push(&t->q, task);
     atomic_fetch_add_explicit(&t->queued, 1, memory_order_relaxed);
 }
 
 static rill_task *pop_ready(pool_thread *t)
 {
-    rill_task *task = t->head;
-    if (task) {
-        t->head = task->next_private;
-        if (!t->head)
-            t->tail = NULL;
-        task->word_private = NOT_QUEUED;
+    rill_task *task = rill__tq_pop(&t->q);
+    if (task)
         atomic_fetch_sub_explicit(&t->queued, 1, memory_order_relaxed);
-    }
     return task;
-}
-
-static void insert_timer(pool_thread *t, rill_task *task)
-{
-    rill_task **at = &t->timers;
-    while (*at && (*at)->due_private <= task->due_private)
-        at = &(*at)->next_private;
-    task->next_private = *at;
-    task->word_private = IN_TIMERS;
-    *at = task;
 }
 
 /* Moves due timers to the ready queue; returns the next due time or 0. */
 static uint64_t promote_timers(pool_thread *t)
 {
-    if (!t->timers)
+    if (!t->q.timers)
         return 0;
-    uint64_t now = rill__monotonic_ns();
-    while (t->timers && t->timers->due_private <= now) {
-        rill_task *task = t->timers;
-        t->timers = task->next_private;
-        push_ready(t, task);
-    }
-    return t->timers ? t->timers->due_private : 0;
+    size_t moved = rill__tq_promote(&t->q, rill__monotonic_ns());
+    atomic_fetch_add_explicit(&t->queued, moved, memory_order_relaxed);
+    return t->q.timers ? t->q.timers->due_private : 0;
 }
 
 static void cpu_relax(void)
@@ -150,12 +124,8 @@ static void drain_at_stop(pool_thread *t)
     for (;;) {
         rill_task *task = pop_ready(t);
         int status = RILL_TASK_RUN;
-        if (!task && t->timers) {
-            task = t->timers;
-            t->timers = task->next_private;
-            task->word_private = NOT_QUEUED;
+        if (!task && (task = rill__tq_pop_timer(&t->q)))
             status = ECANCELED;
-        }
         if (!task)
             return;
         pthread_mutex_unlock(&t->lock);
@@ -228,46 +198,27 @@ static int pool_schedule(rill_scheduler *self, rill_worker *w, rill_task *task, 
     }
     task->due_private = due;
     if (due)
-        insert_timer(t, task);
+        rill__tq_add_timer(&t->q, task);
     else
         push_ready(t, task);
     /* A timer that became the earliest must shorten a timed park. Signal
      * before unlocking: once the lock is released the thread may run the
      * task, which may free the pool (its last reference) — the condition
      * variable must not be touched after that. */
-    if (t->parked && (!due || t->timers == task))
+    if (t->parked && (!due || t->q.timers == task))
         pthread_cond_signal(&t->wake);
     pthread_mutex_unlock(&t->lock);
-    return 0;
-}
-
-static int unlink_task(rill_task **list, rill_task *task, rill_task **tail)
-{
-    rill_task *prev = NULL;
-    for (rill_task **at = list; *at; prev = *at, at = &(*at)->next_private) {
-        if (*at == task) {
-            *at = task->next_private;
-            if (tail && *tail == task)
-                *tail = prev;
-            task->word_private = NOT_QUEUED;
-            return 1;
-        }
-    }
     return 0;
 }
 
 static int pool_cancel(rill_scheduler *self, rill_worker *w, rill_task *task)
 {
     pool_thread *t = ((pool_worker *)w)->thread;
-    int removed = 0;
     pthread_mutex_lock(&t->lock);
-    if (task->word_private == IN_TIMERS) {
-        removed = unlink_task(&t->timers, task, NULL);
-    } else if (task->word_private == IN_READY) {
-        removed = unlink_task(&t->head, task, &t->tail);
-        if (removed)
-            atomic_fetch_sub_explicit(&t->queued, 1, memory_order_relaxed);
-    }
+    int ready = task->word_private == RILL__TASK_READY;
+    int removed = rill__tq_remove(&t->q, task);
+    if (removed && ready)
+        atomic_fetch_sub_explicit(&t->queued, 1, memory_order_relaxed);
     pthread_mutex_unlock(&t->lock);
     return removed ? 0 : ENOENT;
 }

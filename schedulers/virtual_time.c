@@ -25,18 +25,16 @@
 #include "alloc-internal.h"
 #include "atomic-internal.h"
 #include "scheduler-internal.h"
+#include "task-queue-internal.h"
 
 #include <errno.h>
 #include <pthread.h>
-
-enum { NOT_QUEUED = 0, IN_READY = 1, IN_TIMERS = 2 };
 
 typedef struct vt {
     rill_scheduler base;
     pthread_mutex_t lock;
     _Atomic uint64_t now;        /* written under lock; read anywhere */
-    rill_task *head, *tail;      /* immediate FIFO */
-    rill_task *timers;           /* sorted by due_private, ties FIFO */
+    rill__task_queue q;          /* ready FIFO and sorted timers */
     size_t pending;              /* tasks in both queues */
     int stopped;                 /* shut down: refuse new tasks */
     int running;                 /* a thread is running tasks (runner) */
@@ -50,66 +48,22 @@ static vt *as_vt(rill_scheduler *s)
     return s && s->ops == &vt_ops ? (vt *)s : NULL;
 }
 
-static void push_ready(vt *v, rill_task *t)
-{
-    t->next_private = NULL;
-    t->word_private = IN_READY;
-    if (v->tail)
-        v->tail->next_private = t;
-    else
-        v->head = t;
-    v->tail = t;
-}
-
-static void insert_timer(vt *v, rill_task *t)
-{
-    rill_task **at = &v->timers;
-    while (*at && (*at)->due_private <= t->due_private)
-        at = &(*at)->next_private;
-    t->next_private = *at;
-    t->word_private = IN_TIMERS;
-    *at = t;
-}
-
-/* Removes t from the singly linked list at *list; fixes *tail if given. */
-static int unlink_task(rill_task **list, rill_task *t, rill_task **tail)
-{
-    rill_task *prev = NULL;
-    for (rill_task **at = list; *at; prev = *at, at = &(*at)->next_private) {
-        if (*at == t) {
-            *at = t->next_private;
-            if (tail && *tail == t)
-                *tail = prev;
-            t->word_private = NOT_QUEUED;
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* Under lock: the next task to run in a window ending at `until`, with the
  * status to run it with, or NULL. Once stopped, every timer is due (with
  * ECANCELED) and the clock no longer moves. */
 static rill_task *next_task(vt *v, uint64_t until, int *status)
 {
-    rill_task *t = v->head;
+    rill_task *t = rill__tq_pop(&v->q);
     *status = RILL_TASK_RUN;
-    if (t) {
-        v->head = t->next_private;
-        if (!v->head)
-            v->tail = NULL;
-    } else if (v->timers && (v->stopped || v->timers->due_private <= until)) {
-        t = v->timers;
-        v->timers = t->next_private;
+    if (!t && v->q.timers && (v->stopped || v->q.timers->due_private <= until)) {
+        t = rill__tq_pop_timer(&v->q);
         if (v->stopped)
             *status = ECANCELED;
         else if (t->due_private > rill__load_relaxed(&v->now))
             rill__store_relaxed(&v->now, t->due_private);
-    } else {
-        return NULL;
     }
-    t->word_private = NOT_QUEUED;
-    v->pending--;
+    if (t)
+        v->pending--;
     return t;
 }
 
@@ -203,9 +157,9 @@ static int vt_schedule(rill_scheduler *self, rill_worker *w, rill_task *t, uint6
     }
     t->due_private = due;
     if (due)
-        insert_timer(v, t);
+        rill__tq_add_timer(&v->q, t);
     else
-        push_ready(v, t);
+        rill__tq_push(&v->q, t);
     v->pending++;
     pthread_mutex_unlock(&v->lock);
     return 0;
@@ -216,10 +170,7 @@ static int vt_cancel(rill_scheduler *self, rill_worker *w, rill_task *t)
     vt *v = (vt *)self;
     int removed = 0;
     pthread_mutex_lock(&v->lock);
-    if (t->word_private == IN_TIMERS)
-        removed = unlink_task(&v->timers, t, NULL);
-    else if (t->word_private == IN_READY)
-        removed = unlink_task(&v->head, t, &v->tail);
+    removed = rill__tq_remove(&v->q, t);
     if (removed)
         v->pending--;
     pthread_mutex_unlock(&v->lock);

@@ -516,7 +516,6 @@ typedef struct marker {
 
 static void marker_run(rill_task *t, int status)
 {
-    (void)status;
     marker *m = (marker *)((char *)t - offsetof(marker, task));
     m->thread = pthread_self();
     atomic_store(&m->ran, 1);   /* last touch of m */
@@ -567,7 +566,7 @@ typedef struct gate_worker {
 static rill_worker *gate_worker_new(rill_scheduler *self)
 {
     gate *g = (gate *)self;
-    gate_worker *w = malloc(sizeof *w);
+    gate_worker *w = calloc(1, sizeof *w);
     if (!w) {
         errno = ENOMEM;
         return NULL;
@@ -582,7 +581,6 @@ static rill_worker *gate_worker_new(rill_scheduler *self)
 
 static void gate_worker_free(rill_scheduler *self, rill_worker *w)
 {
-    (void)self;
     rill_worker_free(((gate_worker *)w)->inner);
     free(w);
 }
@@ -603,13 +601,11 @@ static int gate_schedule(rill_scheduler *self, rill_worker *w, rill_task *t, uin
 
 static int gate_cancel(rill_scheduler *self, rill_worker *w, rill_task *t)
 {
-    (void)self;
     return rill_task_cancel(((gate_worker *)w)->inner, t);
 }
 
 static uint64_t gate_now(rill_scheduler *self)
 {
-    (void)self;
     return now_ns();
 }
 
@@ -1054,9 +1050,9 @@ typedef struct flood_sub {
     atomic_int started;
 } flood_sub;
 
+/* Ignores n: floods every item on the first request. */
 static void flood_request(rill_subscription *s, uint64_t n)
 {
-    (void)n;
     flood_sub *fs = (flood_sub *)s;
     if (atomic_exchange(&fs->started, 1))
         return;
@@ -1069,7 +1065,7 @@ static void flood_request(rill_subscription *s, uint64_t n)
 
 static void flood_cancel(rill_subscription *s)
 {
-    (void)s;   /* ignored too: everything was sent inside the request */
+    /* ignored too: everything was sent inside the request */
 }
 
 static const struct rill_subscription_ops flood_sub_ops = {
