@@ -2,9 +2,10 @@
  * every request, on a scheduler's worker.
  *
  * Downstream gets on_subscribe at once, on the subscribing thread; the
- * upstream subscription and every later request and cancel are then carried
- * out by one task on the worker, so a synchronous source emits on the
- * worker's thread only. Upstream's signals pass straight through.
+ * upstream subscription and every later request are then carried out by one
+ * task on the worker, so a synchronous source emits on the worker's thread
+ * only. Cancel goes straight upstream from the cancelling thread (see
+ * out_cancel). Upstream's signals pass straight through.
  *
  * The task is driven by a queue-drain counter (`wip`): request and cancel
  * record their work (pending demand, flags) and schedule the task if it is
@@ -49,6 +50,7 @@ typedef struct subon {
     _Atomic uint64_t pending;      /* demand not yet passed upstream */
     _Atomic uint32_t wip;
     atomic_int cancelled, bad_request, dead, released;
+    atomic_int up_set;             /* up.sub is set: cancel may go straight there */
     int subscribed, cancel_sent;   /* task only */
     int terminated;                /* upstream's signals only */
 } subon;
@@ -148,7 +150,9 @@ static subon *of_in(rill_subscriber *s)
 
 static void in_on_subscribe(rill_subscriber *self, rill_subscription *s)
 {
-    of_in(self)->up.sub = s;
+    subon *o = of_in(self);
+    o->up.sub = s;
+    atomic_store_explicit(&o->up_set, 1, memory_order_release);   /* publishes up.sub */
 }
 
 static void in_on_next(rill_subscriber *self, void *item)
@@ -212,11 +216,20 @@ static void out_request(rill_subscription *s, uint64_t n)
     signal_task(o);
 }
 
+/* Cancel does not wait for the task: the worker may be busy inside a long
+ * synchronous emission (the very thing being cancelled), so it goes
+ * straight upstream from here — subscription cancel is thread-safe, and
+ * the rundown guard covers upstream releasing us meanwhile. The task still
+ * sees the flag, for the case where upstream is not subscribed yet. */
 static void out_cancel(rill_subscription *s)
 {
     subon *o = rill__container_of(s, subon, out);
     atomic_store(&o->cancelled, 1);
+    atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);   /* upstream may release us inside */
+    if (atomic_load_explicit(&o->up_set, memory_order_acquire))
+        rill__upstream_cancel(&o->up);
     signal_task(o);
+    subon_unref(o);
 }
 
 static const struct rill_subscription_ops subon_out_ops = {

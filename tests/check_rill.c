@@ -16,6 +16,9 @@ int main(void)
     srunner_add_suite(sr, vt_loop_suite());
     srunner_add_suite(sr, observe_on_suite());
     srunner_add_suite(sr, timers_suite());
+    srunner_add_suite(sr, backpressure_suite());
+    srunner_add_suite(sr, metrics_suite());
+    srunner_add_suite(sr, tck_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

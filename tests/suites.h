@@ -13,6 +13,9 @@ Suite *schedulers_suite(void);  /* check_schedulers.c: immediate, thread pool */
 Suite *vt_loop_suite(void);     /* check_sched_vt_loop.c: virtual time, loop scheduler */
 Suite *observe_on_suite(void);  /* check_observe_on.c: observe_on, subscribe_on, hand-off races */
 Suite *timers_suite(void);      /* check_timers.c: interval, timer, delay */
+Suite *backpressure_suite(void); /* check_backpressure.c: buffer, latest, drop, limit_rate */
+Suite *metrics_suite(void);     /* check_metrics.c: metrics, probe, Prometheus text */
+Suite *tck_suite(void);         /* check_tck.c: the conformance kit, run on every stage */
 
 /* Timeout scaled by CK_TIMEOUT_MULTIPLIER (Check does it) for concurrency cases. */
 #define RILL_TEST_TIMEOUT 30

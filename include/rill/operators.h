@@ -84,8 +84,10 @@ RILL_EXPORT rill_publisher *rill_on_discard_ex(rill_publisher *up,
 RILL_EXPORT rill_publisher *rill_observe_on(rill_publisher *up, rill_scheduler *s,
                                             uint32_t prefetch);
 
-/* Subscribes upstream on a worker of s, and makes every later request and
- * cancel there too, so a synchronous source emits on s's thread only.
+/* Subscribes upstream on a worker of s, and makes every later request there
+ * too, so a synchronous source emits on s's thread only. A cancel is passed
+ * upstream at once, from the cancelling thread, so it takes effect even
+ * while the source is busy emitting on s.
  * Downstream's on_subscribe runs at once, on the subscribing thread; the
  * other signals arrive on whichever thread upstream emits on. If s refuses
  * the work (shut down), upstream is cancelled and the stream ends with

@@ -1,0 +1,65 @@
+/* lib/tck-internal.h — the conformance kit's checking subscriber (the
+ * "probe") and the pieces its tests share. Private to lib/tck.c.
+ *
+ * The probe records every signal under a mutex and wakes waiters through a
+ * condition variable, so the kit can wait (with a timeout) for publishers
+ * that signal on other threads. It follows the subscription lifetime rule of
+ * rill/core.h: every rill_request/rill_cancel the kit makes goes through a
+ * guard (a Dekker handshake: callers announce themselves in `busy`, then
+ * check `stopping`; on_release sets `stopping`, then waits until no call is
+ * inside, except the ones on its own stack), so none is still running once
+ * on_release has returned.
+ *
+ * The probe is shared by two owners (the kit and the publisher, through the
+ * subscriber it was given): `refs` starts at 2 and each drops one.
+ */
+#ifndef RILL_TCK_INTERNAL_H
+#define RILL_TCK_INTERNAL_H
+
+#include <rill/stage.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define TCK_ITEMS 64   /* items kept for comparing sequences (rule 1.11) */
+
+typedef struct tck_probe {
+    rill_subscriber base;
+    atomic_int refs;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+
+    /* behaviour, set before subscribing, read-only afterwards */
+    int sub_requests;        /* request(1) this many times inside on_subscribe */
+    uint64_t each_request;   /* requested inside each on_next; 0: none */
+    int each_limit;          /* at most this many of those; < 0: no limit */
+    uint64_t cancel_at;      /* cancel inside the on_next bringing this many items; 0: never */
+    uint64_t hold_ns;        /* busy-wait inside on_next (widens races for rule 1.3) */
+    int error_ok;            /* an on_error is what the test expects */
+
+    /* what happened, under mu */
+    rill_subscription *sub;
+    int subscribes, completes, errors, releases;
+    uint64_t nexts;
+    uint64_t requested;      /* by the kit, saturating at RILL_UNBOUNDED */
+    int cancelled;           /* the kit called rill_cancel */
+    uint64_t after_cancel;   /* on_next/on_error/on_complete after that */
+    int each_done, cancel_done;
+    int error_code;
+    char error_msg[160];
+    int violations;
+    char violation[240];     /* the first one */
+    int max_depth;           /* deepest same-thread on_next nesting */
+    void *items[TCK_ITEMS];
+
+    /* the lifetime guard (see the top of this file) */
+    atomic_int busy;
+    atomic_int stopping;
+
+    /* rule 1.3: the thread inside a signal (0: none); nest is owner-only */
+    _Atomic uintptr_t owner;
+    int owner_nest;
+} tck_probe;
+
+#endif /* RILL_TCK_INTERNAL_H */
