@@ -15,16 +15,22 @@
 #define rill__load_relaxed(p) atomic_load_explicit((p), memory_order_relaxed)
 #define rill__load_acquire(p) atomic_load_explicit((p), memory_order_acquire)
 #define rill__store_relaxed(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
-#define rill__store_release(p, v) atomic_store_explicit((p), (v), memory_order_release)
 
 /* Plain-object atomics for fields of public structs. */
-#define rill__plain_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define rill__plain_store_relaxed(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 /* Increment needs no ordering: the caller already holds a reference. */
 #define rill__plain_ref(p) ((void)__atomic_fetch_add((p), 1, __ATOMIC_RELAXED))
 /* Decrement is acq_rel: the last owner must see every other owner's writes
  * before it frees the object. Returns the count after the decrement. */
 #define rill__plain_unref(p) (__atomic_sub_fetch((p), 1, __ATOMIC_ACQ_REL))
+
+/* A spin-wait hint: lets the sibling hyperthread run and saves power. */
+static inline void rill__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 /* Saturating demand arithmetic on an _Atomic uint64_t (see core.c). */
 uint64_t rill__demand_add(_Atomic uint64_t *demand, uint64_t n);

@@ -32,8 +32,6 @@ struct rill__pull_ops {
 /* Allocates a subscription with `state_size` bytes of state (max_align_t
  * aligned, zeroed) and returns the state, or NULL (ENOMEM). */
 void *rill__pull_alloc(size_t state_size);
-/* Frees a state from rill__pull_alloc that was never started. */
-void rill__pull_free(void *state);
 /* Starts the subscription: on_subscribe to down (owned from now on), then
  * emission as demand arrives. */
 void rill__pull_start(void *state, const struct rill__pull_ops *ops, rill_subscriber *down);

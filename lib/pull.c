@@ -46,12 +46,6 @@ void *rill__pull_alloc(size_t state_size)
     return p ? p->state : NULL;
 }
 
-void rill__pull_free(void *state)
-{
-    if (state)
-        rill__free(from_state(state));
-}
-
 static void finish(pull *p)
 {
     rill_deliver_release(p->down);

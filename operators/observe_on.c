@@ -219,15 +219,6 @@ static int drain_once(observe *o)
  * just after. Bounded in time, so an idle pipeline still goes quiet. */
 #define CATCH_UP_NS 10000u
 
-static void pause_cpu(unsigned n)
-{
-    while (n--) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-    }
-}
-
 static int more_coming(observe *o)
 {
     uint64_t deadline = 0;
@@ -236,7 +227,8 @@ static int more_coming(observe *o)
          * moves the line between cores, and a consumer that polls flat out
          * makes the producer pay that per item. Between polls the producer
          * fills a few slots undisturbed. */
-        pause_cpu(8);
+        for (unsigned k = 0; k < 8; k++)
+            rill__cpu_relax();
         if (atomic_load_explicit(&o->tail, memory_order_relaxed) != o->seen_tail ||
             atomic_load_explicit(&o->up_done, memory_order_relaxed) ||
             atomic_load_explicit(&o->stop, memory_order_relaxed))

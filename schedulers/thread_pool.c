@@ -86,13 +86,6 @@ static uint64_t promote_timers(pool_thread *t)
     return t->q.timers ? t->q.timers->due_private : 0;
 }
 
-static void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
 /* Spins up to SPIN_NS for work to arrive; returns 1 if some did. */
 static int spin_for_work(pool_thread *t)
 {
@@ -100,7 +93,7 @@ static int spin_for_work(pool_thread *t)
     for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(&t->queued, memory_order_relaxed))
             return 1;
-        cpu_relax();
+        rill__cpu_relax();
         if ((i & 63) == 0 && rill__monotonic_ns() >= deadline)
             return 0;
     }
