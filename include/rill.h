@@ -23,5 +23,6 @@
 #include "rill/scheduler.h"
 #include "rill/backpressure.h"
 #include "rill/metrics.h"
+#include "rill/emitter.h"
 
 #endif /* RILL_H */

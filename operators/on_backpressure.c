@@ -29,6 +29,7 @@
  */
 #include "alloc-internal.h"
 #include "atomic-internal.h"
+#include "metrics-internal.h"
 #include "relay-internal.h"
 #include "stage-internal.h"
 #include "upstream-internal.h"
@@ -37,6 +38,8 @@
 #include <rill/scheduler.h>
 
 #include <errno.h>
+#include <stddef.h>
+#include <string.h>
 #include <pthread.h>
 
 enum { RUNNING = 0, CANCELLED = 1, BAD_REQUEST = 2 };
@@ -58,6 +61,7 @@ typedef struct bp {
     rill_context *ctx;               /* reference */
     rill_publisher *owner;           /* reference: keeps the options (ctx, scheduler) alive */
     const rill_backpressure_options *o;   /* the owner's */
+    rill_metrics *m;                 /* the owner's o.metrics, or NULL */
     rill_worker *worker;             /* TTL only */
     atomic_uint refs;
     _Atomic uint32_t wip;
@@ -79,8 +83,11 @@ typedef struct bp {
 
 static void bp_free(bp *b)
 {
-    for (; b->count; b->count--, b->head = (b->head + 1) % b->cap)
+    for (; b->count; b->count--, b->head = (b->head + 1) % b->cap) {
+        rill__metrics_update(b->m, &(rill__metrics_delta){
+            .discarded[RILL__DISCARD_CANCELLED] = 1, .queued_change = -1 });
         rill__discard(b->ctx, b->ring[b->head]);
+    }
     rill_worker_free(b->worker);
     pthread_mutex_destroy(&b->lock);
     rill_error_unref(b->error);
@@ -111,6 +118,15 @@ static void *ring_pop(bp *b)
     b->head = (b->head + 1) % b->cap;
     b->count--;
     return item;
+}
+
+/* Takes the head item out for a reason other than delivery, and counts it. */
+static void *ring_drop(bp *b, rill__discard_reason why)
+{
+    rill__metrics_delta d = { .queued_change = -1 };
+    d.discarded[why] = 1;
+    rill__metrics_update(b->m, &d);
+    return ring_pop(b);
 }
 
 static void ring_push(bp *b, void *item, uint64_t now)
@@ -145,7 +161,7 @@ static int ttl_take(bp *b, int run, void **item, uint64_t *wait)
     *wait = 0;
     pthread_mutex_lock(&b->lock);
     if (run && !b->closed && head_expired(b, now)) {
-        *item = ring_pop(b);
+        *item = ring_drop(b, RILL__DISCARD_EXPIRED);
         got = 1;
     } else if (run && !b->closed && b->count) {
         *wait = b->o->ttl_ns - (now - b->stamps[b->head]);
@@ -222,9 +238,10 @@ static int take(bp *b, void **item)
     int r = T_WAIT;
     pthread_mutex_lock(&b->lock);
     if (head_expired(b, now)) {
-        *item = ring_pop(b);
+        *item = ring_drop(b, RILL__DISCARD_EXPIRED);
         r = T_EXPIRED;
     } else if (b->count && b->demand) {
+        rill__metrics_update(b->m, &(rill__metrics_delta){ .emitted = 1, .queued_change = -1 });
         *item = ring_pop(b);
         if (b->demand != RILL_UNBOUNDED)
             b->demand--;
@@ -243,7 +260,7 @@ static void clear(bp *b)
     pthread_mutex_lock(&b->lock);
     b->closed = 1;
     while (b->count) {
-        void *item = ring_pop(b);
+        void *item = ring_drop(b, RILL__DISCARD_CANCELLED);
         pthread_mutex_unlock(&b->lock);
         rill__discard(b->ctx, item);
         pthread_mutex_lock(&b->lock);
@@ -355,33 +372,43 @@ static void drop_into(offer *f, void *item, int overflow)
     f->overflow = overflow;
 }
 
-/* Under the lock: stores item, or picks what to drop, per the mode. */
-static void offer_locked(bp *b, void *item, uint64_t now, offer *f)
+/* Under the lock: stores item, or picks what to drop, per the mode. Returns
+ * the metrics delta for it: one delta per arrival, so a snapshot sees the
+ * arrival and its outcome together. */
+static rill__metrics_delta offer_locked(bp *b, void *item, uint64_t now, offer *f)
 {
     const rill_backpressure_options *o = b->o;
+    rill__metrics_delta d = { .received = 1 };
     if (b->closed || b->done) {
+        d.discarded[RILL__DISCARD_CANCELLED] = 1;
         drop_into(f, item, 0);
-        return;
+        return d;
     }
     if (o->mode == RILL_BACKPRESSURE_DROP && (b->count >= b->demand || b->count == b->cap)) {
+        d.discarded[RILL__DISCARD_OVERFLOW] = 1;
         drop_into(f, item, 1);
-        return;
+        return d;
     }
+    d.queued_change = 1;
     if (b->count == b->cap) {
+        d.discarded[RILL__DISCARD_OVERFLOW] = 1;
         if (o->mode == RILL_BACKPRESSURE_BUFFER && o->policy != RILL_OVERFLOW_DROP_OLDEST) {
+            d.queued_change = 0;
             drop_into(f, item, 1);
             if (o->policy == RILL_OVERFLOW_ERROR) {
                 f->failed = 1;
                 b->done = 1;
                 b->err_code = EOVERFLOW;
             }
-            return;
+            return d;
         }
+        d.queued_change = 0;
         drop_into(f, ring_pop(b), 1);   /* drop oldest; latest replaces its slot */
     }
     ring_push(b, item, now);
     if (o->ttl_ns && !b->armed)
         f->arm = b->armed = 1;
+    return d;
 }
 
 static void in_on_next(rill_subscriber *self, void *item)
@@ -390,7 +417,8 @@ static void in_on_next(rill_subscriber *self, void *item)
     uint64_t now = now_of(b);
     offer f = {0};
     pthread_mutex_lock(&b->lock);
-    offer_locked(b, item, now, &f);
+    rill__metrics_delta d = offer_locked(b, item, now, &f);
+    rill__metrics_update(b->m, &d);
     pthread_mutex_unlock(&b->lock);
     if (f.victim_set) {
         if (f.overflow && b->o->on_overflow)
@@ -461,6 +489,7 @@ static void out_request(rill_subscription *s, uint64_t n)
     } else {
         pthread_mutex_lock(&b->lock);
         b->demand = n >= RILL_UNBOUNDED - b->demand ? RILL_UNBOUNDED : b->demand + n;
+        rill__metrics_requested(b->m, n);
         pthread_mutex_unlock(&b->lock);
     }
     signal_drain(b);
@@ -529,6 +558,8 @@ static void bp_subscribe(rill_publisher *self, rill_subscriber *s)
     b->ctx = rill_context_ref(rill_subscriber_context(s));
     b->owner = rill_publisher_ref(self);
     b->o = &bpp->o;
+    b->m = bpp->o.metrics;
+    rill__metrics_capacity(b->m, b->cap);
     atomic_init(&b->refs, 2);   /* upstream's, and the drain's */
     atomic_init(&b->wip, 1);    /* held by the subscribe phase */
     rill_subscribe(bpp->op.up, &b->in);
@@ -537,6 +568,7 @@ static void bp_subscribe(rill_publisher *self, rill_subscriber *s)
 static void bp_destroy(rill_publisher *self)
 {
     rill_scheduler_unref(((bp_publisher *)self)->o.scheduler);
+    rill_metrics_unref(((bp_publisher *)self)->o.metrics);
     rill__operator_destroy(self);
 }
 
@@ -577,9 +609,12 @@ rill_publisher *rill_on_backpressure_ex(rill_publisher *up, const rill_backpress
     bp_publisher *bpp = rill__operator_new(sizeof *bpp, &bp_ops, up, o->ctx, o->ctx_free);
     if (!bpp)
         return NULL;
-    bpp->o = *o;
+    /* Copy only the fields the caller's version has. */
+    size_t known = o->version >= 2 ? sizeof *o : offsetof(rill_backpressure_options, metrics);
+    memcpy(&bpp->o, o, known);
     bpp->o.version = RILL_BACKPRESSURE_OPTIONS_VERSION;
     bpp->o.scheduler = rill_scheduler_ref(o->scheduler);
+    bpp->o.metrics = o->version >= 2 ? rill_metrics_ref(o->metrics) : NULL;
     return &bpp->op.base;
 }
 

@@ -19,6 +19,7 @@
 #include <rill/backpressure.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -1085,6 +1086,244 @@ START_TEST(test_conservation_threads)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * Metrics: the options' metrics object counts every item exactly once. */
+
+static rill_publisher *metered(rill_publisher *up, int mode, size_t capacity,
+                               rill_overflow policy, rill_metrics *m)
+{
+    rill_backpressure_options o = {
+        .version = RILL_BACKPRESSURE_OPTIONS_VERSION,
+        .mode = (rill_backpressure_mode)mode,
+        .capacity = capacity,
+        .policy = policy,
+        .metrics = m,
+    };
+    return rill_on_backpressure_ex(up, &o);
+}
+
+static rill_metrics_values snap(rill_metrics *m)
+{
+    rill_metrics_values v = {.version = RILL_METRICS_VALUES_VERSION};
+    ck_assert_int_eq(rill_metrics_snapshot(m, &v), 0);
+    ck_assert_uint_eq(v.received, v.emitted + v.discarded_filtered + v.discarded_overflow +
+                                      v.discarded_cancelled + v.discarded_expired + v.queued);
+    return v;
+}
+
+START_TEST(test_metrics_buffer)
+{
+    long base = live_allocations();
+    rill_metrics *m = rill_metrics_new("buffer");
+    dlog d;
+    /* range pushes all 10 at once: 0..6 are evicted, 7..9 held */
+    rill_publisher *p = logged(metered(rill_range(0, 10), RILL_BACKPRESSURE_BUFFER, 3,
+                                       RILL_OVERFLOW_DROP_OLDEST, m), &d);
+    rill_metrics_unref(m);   /* the stage keeps its own reference */
+    recorder *r = rec_run(p, 0);
+    rill_metrics_values v = snap(m);
+    ck_assert_uint_eq(v.received, 10);
+    ck_assert_uint_eq(v.discarded_overflow, 7);
+    ck_assert_uint_eq(v.queued, 3);
+    ck_assert_uint_eq(v.queued_high_water, 3);
+    ck_assert_uint_eq(v.capacity, 3);
+    rec_request(r, 2);
+    v = snap(m);
+    ck_assert_uint_eq(v.emitted, 2);
+    ck_assert_uint_eq(v.queued, 1);
+    ck_assert_uint_eq(v.demand_outstanding, 0);
+    rill_cancel(r->sub);
+    v = snap(m);
+    ck_assert_uint_eq(v.discarded_cancelled, 1);
+    ck_assert_uint_eq(v.queued, 0);
+    ck_assert_int_eq(atomic_load(&d.n), 8);
+    assert_items(r, (intptr_t[]){7, 8}, 2);
+    rec_free(r);
+    rill_publisher_unref(p);   /* frees m too */
+    ck_assert_int_eq(live_allocations(), base);
+}
+END_TEST
+
+START_TEST(test_metrics_modes)
+{
+    /* _i: 0 buffer(DROP_LATEST, 2), 1 buffer(ERROR, 2), 2 latest, 3 drop */
+    static const int modes[] = {RILL_BACKPRESSURE_BUFFER, RILL_BACKPRESSURE_BUFFER,
+                                RILL_BACKPRESSURE_LATEST, RILL_BACKPRESSURE_DROP};
+    static const rill_overflow policies[] = {RILL_OVERFLOW_DROP_LATEST, RILL_OVERFLOW_ERROR,
+                                             RILL_OVERFLOW_ERROR, RILL_OVERFLOW_ERROR};
+    static const uint64_t want_overflow[] = {2, 1, 3, 4};
+    long base = live_allocations();
+    rill_metrics *m = rill_metrics_new("mode");
+    spy sp;
+    rill_publisher *p = metered(spy_init(&sp), modes[_i], _i < 2 ? 2 : 0, policies[_i], m);
+    recorder *r = rec_run(p, 1);
+    for (int i = 1; i <= (_i == 1 ? 4 : 5); i++)   /* ERROR cancels upstream at 4 */
+        spy_emit(&sp, i);
+    rill_metrics_values v = snap(m);
+    ck_assert_uint_eq(v.received, _i == 1 ? 4 : 5);
+    ck_assert_uint_eq(v.emitted, 1);
+    ck_assert_uint_eq(v.discarded_overflow, want_overflow[_i]);
+    rec_request(r, RILL_UNBOUNDED);
+    v = snap(m);
+    ck_assert_uint_eq(v.queued, 0);
+    if (_i != 1) {
+        spy_end(&sp, 0);
+        ck_assert_int_eq(r->completes, 1);
+    } else {
+        ck_assert_int_eq(r->error_code, EOVERFLOW);
+    }
+    ck_assert_uint_eq(snap(m).demand_outstanding, RILL_UNBOUNDED);
+    ck_assert(rec_ok(r));
+    rec_free(r);
+    rill_publisher_unref(p);
+    rill_metrics_unref(m);
+    ck_assert_int_eq(live_allocations(), base);
+}
+END_TEST
+
+START_TEST(test_metrics_ttl)
+{
+    long base = live_allocations();
+    rill_scheduler *vt = rill_virtual_time_new();
+    rill_metrics *m = rill_metrics_new("ttl");
+    rill_backpressure_options o = {
+        .version = RILL_BACKPRESSURE_OPTIONS_VERSION,
+        .mode = RILL_BACKPRESSURE_BUFFER,
+        .capacity = 4,
+        .policy = RILL_OVERFLOW_DROP_LATEST,
+        .ttl_ns = 100,
+        .scheduler = vt,
+        .metrics = m,
+    };
+    spy sp;
+    rill_publisher *p = rill_on_backpressure_ex(spy_init(&sp), &o);
+    recorder *r = rec_run(p, 0);
+    spy_emit(&sp, 1);
+    spy_emit(&sp, 2);
+    ck_assert_int_eq(rill_virtual_time_advance(vt, 100), 0);
+    rill_metrics_values v = snap(m);
+    ck_assert_uint_eq(v.discarded_expired, 2);
+    ck_assert_uint_eq(v.queued, 0);
+    spy_end(&sp, 0);
+    ck_assert_int_eq(r->completes, 1);
+    rec_free(r);
+    rill_publisher_unref(p);
+    rill_scheduler_unref(vt);
+    rill_metrics_unref(m);
+    ck_assert_int_eq(live_allocations(), base);
+}
+END_TEST
+
+/* A version-1 options struct (no metrics field) still works. */
+START_TEST(test_options_version1)
+{
+    long base = live_allocations();
+    rill_backpressure_options o = {
+        .version = 1,
+        .mode = RILL_BACKPRESSURE_BUFFER,
+        .capacity = 2,
+        .policy = RILL_OVERFLOW_DROP_OLDEST,
+        .metrics = (rill_metrics *)&o,   /* garbage beyond a v1 struct: must be ignored */
+    };
+    rill_publisher *p = rill_on_backpressure_ex(rill_range(0, 5), &o);
+    ck_assert_ptr_nonnull(p);
+    recorder *r = rec_run(p, RILL_UNBOUNDED);
+    ck_assert_int_eq(r->completes, 1);
+    rec_free(r);
+    rill_publisher_unref(p);
+    ck_assert_int_eq(live_allocations(), base);
+}
+END_TEST
+
+typedef struct mreader {
+    rill_metrics *m;
+    size_t capacity;
+    atomic_int stop;
+    atomic_long bad, reads;
+} mreader;
+
+static void *metrics_reader(void *arg)
+{
+    mreader *mr = arg;
+    while (!atomic_load(&mr->stop)) {
+        rill_metrics_values v = {.version = RILL_METRICS_VALUES_VERSION};
+        rill_metrics_snapshot(mr->m, &v);
+        if (v.received != v.emitted + v.discarded_overflow + v.discarded_cancelled +
+                              v.discarded_expired + v.queued ||
+            v.queued > mr->capacity || v.emitted > v.received)
+            atomic_fetch_add(&mr->bad, 1);
+        atomic_fetch_add(&mr->reads, 1);
+        sched_yield();
+    }
+    return NULL;
+}
+
+/* Threads: producer, consumer and a reader polling snapshots; every
+ * snapshot conserves items, and at the end the counts equal what the
+ * consumer and the discard hook saw. */
+static void metrics_round(int mode, uint32_t seed)
+{
+    long base = live_allocations();
+    mreader mr = {.m = rill_metrics_new("threads"), .capacity = 8};
+    long with_m = live_allocations();
+    rill_scheduler *single = rill_single_thread_new();
+    producer pr = {.slow = seed % 3 == 0 ? 0 : seed % 400};
+    atomic_init(&pr.emitted, 0);
+    consumer c;
+    consumer_init(&c, seed);
+    c.slow = (seed >> 3) % 3 == 0 ? 0 : (seed >> 5) % 2000;
+    uint64_t n = 500 + seed % 1500;
+    rill_publisher *src = rill_subscribe_on(rill_map(rill_range(0, n), slow_map, &pr), single);
+    rill_publisher *stage = metered(src, mode == 3 ? RILL_BACKPRESSURE_LATEST
+                                       : mode == 4 ? RILL_BACKPRESSURE_DROP
+                                                   : RILL_BACKPRESSURE_BUFFER,
+                                    mode >= 3 ? 0 : 8,
+                                    mode == 1 ? RILL_OVERFLOW_DROP_OLDEST : RILL_OVERFLOW_DROP_LATEST,
+                                    mr.m);
+    if (mode == 4)
+        mr.capacity = RILL_BACKPRESSURE_DROP_SLOTS;
+    dlog d;
+    rill_publisher *p = logged(stage, &d);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, metrics_reader, &mr), 0);
+    rill_subscribe(p, rill_subscriber_new(&consumer_cb, &c));
+    rill_publisher_unref(p);
+    int cancel_at = seed % 4 == 0 ? (int)(seed % 50) : -1;
+    for (int k = 0; !atomic_load(&c.terminal) && !atomic_load(&c.released); k++) {
+        if (k == cancel_at)
+            c_cancel(&c);
+        else
+            c_request(&c, 1 + xorshift(&c.seed) % 8);
+        spin(xorshift(&c.seed) % 3000);
+    }
+    while (!atomic_load(&c.released))
+        sched_yield();
+    rill_scheduler_unref(single);
+    settle(&d, with_m);   /* m is still ours */
+    atomic_store(&mr.stop, 1);
+    pthread_join(t, NULL);
+    rill_metrics_values v = snap(mr.m);
+    ck_assert_int_eq(atomic_load(&mr.bad), 0);
+    ck_assert_uint_eq(v.received, (uint64_t)atomic_load(&pr.emitted));
+    ck_assert_uint_eq(v.emitted, (uint64_t)atomic_load(&c.delivered));
+    ck_assert_uint_eq(v.discarded_overflow + v.discarded_cancelled, (uint64_t)atomic_load(&d.n));
+    ck_assert_uint_eq(v.queued, 0);
+    ck_assert_uint_le(v.queued_high_water, mr.capacity);
+    if (cancel_at < 0)
+        ck_assert_uint_eq(v.received, n);
+    rill_metrics_unref(mr.m);
+    ck_assert_int_eq(live_allocations(), base);
+}
+
+START_TEST(test_metrics_threads)
+{
+    int rounds = quick() ? 10 : 100;
+    uint32_t seed = 0x85ebca6bu ^ (uint32_t)_i * 104729u;
+    for (int k = 0; k < rounds; k++)
+        metrics_round(_i, xorshift(&seed));
+}
+END_TEST
+
 /* A producer far faster than the consumer, for a long run: the stage holds
  * at most its capacity, and no allocation happens per item. */
 START_TEST(test_memory_bounded)
@@ -1215,6 +1454,13 @@ Suite *backpressure_suite(void)
     tcase_add_test(tc, test_ttl_scheduler_unref);
     suite_add_tcase(s, tc);
 
+    tc = tcase_create("metrics");
+    tcase_add_test(tc, test_metrics_buffer);
+    tcase_add_loop_test(tc, test_metrics_modes, 0, 4);
+    tcase_add_test(tc, test_metrics_ttl);
+    tcase_add_test(tc, test_options_version1);
+    suite_add_tcase(s, tc);
+
     tc = tcase_create("limit_rate");
     tcase_add_loop_test(tc, test_limit_rate_pattern, 0,
                         (int)(sizeof limit_cases / sizeof limit_cases[0]));
@@ -1228,6 +1474,7 @@ Suite *backpressure_suite(void)
     tcase_add_loop_test(tc, test_memory_bounded, 0, 4);
     tcase_add_test(tc, test_error_threads);
     tcase_add_loop_test(tc, test_cancel_threads, 0, 5);
+    tcase_add_loop_test(tc, test_metrics_threads, 0, 5);
     suite_add_tcase(s, tc);
     return s;
 }

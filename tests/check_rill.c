@@ -19,6 +19,9 @@ int main(void)
     srunner_add_suite(sr, backpressure_suite());
     srunner_add_suite(sr, metrics_suite());
     srunner_add_suite(sr, tck_suite());
+    srunner_add_suite(sr, tck_subscriber_suite());
+    srunner_add_suite(sr, emitter_suite());
+    srunner_add_suite(sr, fusion_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -16,6 +16,9 @@ Suite *timers_suite(void);      /* check_timers.c: interval, timer, delay */
 Suite *backpressure_suite(void); /* check_backpressure.c: buffer, latest, drop, limit_rate */
 Suite *metrics_suite(void);     /* check_metrics.c: metrics, probe, Prometheus text */
 Suite *tck_suite(void);         /* check_tck.c: the conformance kit, run on every stage */
+Suite *tck_subscriber_suite(void); /* check_tck_subscriber.c: subscriber and processor verification */
+Suite *emitter_suite(void);     /* check_emitter.c: push sources, watermarks, metrics */
+Suite *fusion_suite(void);      /* check_fusion.c: fused synchronous chains */
 
 /* Timeout scaled by CK_TIMEOUT_MULTIPLIER (Check does it) for concurrency cases. */
 #define RILL_TEST_TIMEOUT 30

@@ -39,6 +39,7 @@
 #define RILL_BACKPRESSURE_H
 
 #include "core.h"
+#include "metrics.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -66,7 +67,7 @@ typedef enum rill_backpressure_mode {
     RILL_BACKPRESSURE_DROP
 } rill_backpressure_mode;
 
-#define RILL_BACKPRESSURE_OPTIONS_VERSION 1
+#define RILL_BACKPRESSURE_OPTIONS_VERSION 2
 #define RILL_BACKPRESSURE_DROP_SLOTS 16
 
 typedef struct rill_backpressure_options {
@@ -95,6 +96,15 @@ typedef struct rill_backpressure_options {
      * delivery). ttl_ns > 0 needs a scheduler (else EINVAL). */
     uint64_t ttl_ns;
     rill_scheduler *scheduler;     /* borrowed: the publisher takes its own reference */
+    /* --- valid for version 2 --- */
+    /* Optional; borrowed (the publisher takes its own reference). Every
+     * subscription keeps it current: received (items from upstream),
+     * emitted, discarded_overflow (dropped by the policy),
+     * discarded_expired (TTL), discarded_cancelled (held at cancel or
+     * request(0), or arriving after the end), queued, queued_high_water,
+     * capacity (the store's size) and demand_outstanding; in every snapshot
+     * received == emitted + discarded_* + queued. */
+    rill_metrics *metrics;
 } rill_backpressure_options;
 
 /* The stages above, configured by o (borrowed: copied). EINVAL for a NULL o,

@@ -1,0 +1,2 @@
+/* lib/fuse.c — operator fusion (work in progress). */
+#include "fuse-internal.h"

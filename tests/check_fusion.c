@@ -1,0 +1,5 @@
+#include "suites.h"
+Suite *fusion_suite(void)
+{
+    return suite_create("fusion");
+}
