@@ -3,24 +3,45 @@
  *
  * The stage requests RILL_UNBOUNDED upstream and keeps what downstream has
  * not asked for yet in a ring preallocated at subscribe time (buffer: its
- * capacity; latest: one slot; drop: a small hand-off ring that only takes
- * items downstream has demand for). It is a queue-drain stage without a
- * scheduler: the drain runs on whichever thread signals — upstream's, inside
- * on_next / on_complete / on_error, or a requester's, inside request — and
- * the atomic counter `wip` lets one drainer at a time deliver, so
- * downstream's signals never overlap and a request made inside on_next only
- * leaves a ticket for the running drainer.
+ * capacity; latest: one slot, where a new item evicts the held one; drop: a
+ * small hand-off ring that only takes items downstream has demand for). It
+ * is a queue-drain stage without a scheduler: the drain runs on whichever
+ * thread gives it work — upstream's, inside on_next / on_complete, or a
+ * requester's, inside request — and the atomic counter `wip` lets one
+ * drainer at a time deliver, so downstream's signals never overlap and a
+ * request made inside on_next only leaves a ticket for the running drainer.
  *
- * Invariants:
- *  - `lock` guards the ring, the demand, `done`, `closed` and `armed`. It is
- *    held only to move an item or a counter; no user code, no downstream
- *    signal, no discard hook and no call upstream runs under it;
- *  - every item taken from upstream leaves the ring exactly once, under the
- *    lock: delivered by the drainer, evicted by the TTL task or by the
- *    drainer (expired), or cleared at the end — so each reaches downstream
- *    or the discard hooks exactly once;
- *  - after `closed` (the stream ended downstream) arrivals go straight to the
- *    discard hooks.
+ * The ring is lock-free, because the whole point of the stage is a producer
+ * hammering it while a consumer on another thread drains it: a mutex there
+ * made the two threads queue behind each other (the consumer starved). It
+ * is a bounded queue with a sequence number per slot (D. Vyukov's MPMC
+ * design): one producer (upstream's on_next, serial by rule 1.3) puts;
+ * several takers may take — the drainer, the producer itself when it
+ * evicts the oldest item (DROP_OLDEST, LATEST), and the TTL task. A taker
+ * claims a position with a CAS on `deq` and frees the slot by advancing its
+ * sequence; the producer never overwrites a slot before that.
+ *
+ * Decisions worth their reasons:
+ *  - Capacity is the logical bound `cap` (enq - deq < cap), the ring is the
+ *    next power of two: indexing is a mask, and a slot whose taker has
+ *    claimed but not yet freed it is waited for briefly (the taker is
+ *    between two stores).
+ *  - The producer signals the drain only when downstream has demand (or the
+ *    stream ends): under overload most arrivals are dropped and cost no
+ *    read-modify-write on a shared line. Its put is followed by a full
+ *    fence before it reads the demand, and a request adds demand with an
+ *    atomic RMW before it signals: one of the two sees the other's write.
+ *  - Metrics: an arrival's delta (received, queued or discarded) is applied
+ *    before its item becomes visible, and a delivery's or eviction's after
+ *    the item left the ring, so the queued gauge never sees a -1 before its
+ *    +1 and every snapshot keeps received == emitted + discarded + queued.
+ *  - DROP accepts an item only while the demand not yet covered (requested
+ *    - delivered - held) is positive; an item evicted by its TTL gives its
+ *    demand back.
+ *  - At cancel the drainer empties the ring to the discard hooks; an item
+ *    the producer put just as the stream closed is found and discarded when
+ *    the stage is freed (after upstream's release), so every item leaves
+ *    exactly once.
  *
  * Lifetime: references from upstream (dropped in in.on_release), from the
  * drain (dropped once downstream has been released) and from the TTL task
@@ -38,19 +59,22 @@
 #include <rill/scheduler.h>
 
 #include <errno.h>
+#include <sched.h>
 #include <stddef.h>
 #include <string.h>
-#include <pthread.h>
 
 enum { RUNNING = 0, CANCELLED = 1, BAD_REQUEST = 2 };
 
-/* What take() found for the drainer. */
-enum { T_WAIT, T_ITEM, T_EXPIRED, T_END };
-
 typedef struct bp_publisher {
     rill__operator op;               /* op.ctx / op.ctx_free: the options' ctx */
-    rill_backpressure_options o;     /* o.scheduler is a reference */
+    rill_backpressure_options o;     /* o.scheduler and o.metrics are references */
 } bp_publisher;
+
+typedef struct slot {
+    _Atomic size_t seq;              /* pos: free for the put at pos; pos + 1: holds pos's item */
+    _Atomic(void *) item;
+    _Atomic uint64_t stamp;          /* TTL only: arrival time */
+} slot;
 
 typedef struct bp {
     rill_subscriber in;
@@ -59,41 +83,47 @@ typedef struct bp {
     rill_task ttl_task;
     rill_subscriber *down;
     rill_context *ctx;               /* reference */
-    rill_publisher *owner;           /* reference: keeps the options (ctx, scheduler) alive */
+    rill_publisher *owner;           /* reference: keeps the options (ctx, scheduler, metrics) alive */
     const rill_backpressure_options *o;   /* the owner's */
     rill_metrics *m;                 /* the owner's o.metrics, or NULL */
     rill_worker *worker;             /* TTL only */
+    slot *ring;
+    size_t cap, mask;
     atomic_uint refs;
     _Atomic uint32_t wip;
-    atomic_int stop;
+    atomic_int stop;                 /* RUNNING / CANCELLED / BAD_REQUEST, from downstream */
+    atomic_int done;                 /* upstream ended (or ERROR overflowed); set after the last put */
+    atomic_int closed;               /* downstream's stream ended */
+    atomic_int armed;                /* the TTL task is queued or running (it holds a reference) */
+    int err_code;                    /* ERROR overflow: set before `done` */
+    rill_error *error;               /* upstream's error (reference), set before `done` */
 
-    pthread_mutex_t lock;            /* guards every field below */
-    void **ring;
-    uint64_t *stamps;                /* TTL only: arrival time of each slot */
-    size_t cap, head, count;
-    uint64_t demand;                 /* downstream's, not yet delivered */
-    int done;                        /* no more items will arrive */
-    int err_code;                    /* ERROR overflow: the code to end with */
-    rill_error *error;               /* upstream's error (reference) */
-    int closed;                      /* downstream's stream ended */
-    int armed;                       /* the TTL task is queued (it holds a reference) */
+    _Alignas(64) size_t enq;         /* the producer's next position (producer only) */
+    _Alignas(64) _Atomic size_t deq; /* the next position to take (takers CAS it) */
+    _Alignas(64) _Atomic uint64_t requested;   /* downstream's demand so far (saturating) */
+    _Atomic uint64_t delivered;      /* written by the drainer only */
+    _Atomic uint64_t expired;        /* items the TTL evicted (they give their demand back) */
+    _Atomic size_t count;            /* with metrics only: held items, as the gauge counts them */
+    uint64_t accepted;               /* DROP: items the producer took against demand (producer only) */
 } bp;
 
 /* ---------------------------------------------------------------- lifetime */
 
+static int ring_take(bp *b, void **item, int only_expired, uint64_t now);
+
 static void bp_free(bp *b)
 {
-    for (; b->count; b->count--, b->head = (b->head + 1) % b->cap) {
+    /* Items put as the stream closed (see the top of the file). */
+    void *item;
+    while (ring_take(b, &item, 0, 0)) {
         rill__metrics_update(b->m, &(rill__metrics_delta){
             .discarded[RILL__DISCARD_CANCELLED] = 1, .queued_change = -1 });
-        rill__discard(b->ctx, b->ring[b->head]);
+        rill__discard(b->ctx, item);
     }
     rill_worker_free(b->worker);
-    pthread_mutex_destroy(&b->lock);
     rill_error_unref(b->error);
     rill_context_unref(b->ctx);
     rill_publisher_unref(b->owner);
-    rill__free(b->stamps);
     rill__free(b->ring);
     rill__free(b);
 }
@@ -110,37 +140,87 @@ static void bp_unref(bp *b)
         bp_free(b);
 }
 
-/* ---------------------------------------------------------------- the ring (lock held) */
+/* ---------------------------------------------------------------- the ring */
 
-static void *ring_pop(bp *b)
+/* Takes the oldest item (only if it has expired, with only_expired).
+ * Returns 0 when there is none (or it has not expired). Any thread. */
+static int ring_take(bp *b, void **item, int only_expired, uint64_t now)
 {
-    void *item = b->ring[b->head];
-    b->head = (b->head + 1) % b->cap;
-    b->count--;
-    return item;
+    size_t pos = atomic_load_explicit(&b->deq, memory_order_relaxed);
+    for (;;) {
+        slot *s = &b->ring[pos & b->mask];
+        size_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+        if (seq == pos + 1) {
+            if (only_expired &&
+                now - atomic_load_explicit(&s->stamp, memory_order_relaxed) < b->o->ttl_ns)
+                return 0;   /* a stale read here only makes the CAS below fail */
+            if (atomic_compare_exchange_weak_explicit(&b->deq, &pos, pos + 1,
+                                                      memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                *item = atomic_load_explicit(&s->item, memory_order_relaxed);
+                atomic_store_explicit(&s->seq, pos + b->mask + 1, memory_order_release);
+                return 1;
+            }
+            /* pos now holds the current deq: retry there */
+        } else if ((ptrdiff_t)(seq - (pos + 1)) < 0) {
+            return 0;       /* empty at pos */
+        } else {
+            pos = atomic_load_explicit(&b->deq, memory_order_relaxed);
+        }
+    }
 }
 
-/* Takes the head item out for a reason other than delivery, and counts it. */
-static void *ring_drop(bp *b, rill__discard_reason why)
+/* Whether the oldest item has expired, and how long until it does (0: no
+ * item). Any thread. */
+static int head_expired(bp *b, uint64_t now, uint64_t *wait)
 {
-    rill__metrics_delta d = { .queued_change = -1 };
-    d.discarded[why] = 1;
-    rill__metrics_update(b->m, &d);
-    return ring_pop(b);
+    size_t pos = atomic_load_explicit(&b->deq, memory_order_acquire);
+    slot *s = &b->ring[pos & b->mask];
+    *wait = 0;
+    if (atomic_load_explicit(&s->seq, memory_order_acquire) != pos + 1)
+        return 0;
+    uint64_t age = now - atomic_load_explicit(&s->stamp, memory_order_relaxed);
+    if (age >= b->o->ttl_ns)
+        return 1;
+    *wait = b->o->ttl_ns - age;
+    return 0;
 }
 
-static void ring_push(bp *b, void *item, uint64_t now)
+/* Items held now, for the producer's room check. With metrics it is the
+ * count the queued gauge moves with (a taker's -1 lands before its slot is
+ * counted free, the producer's +1 before its put), so the gauge never reads
+ * above the capacity; without, the positions (exact up to takes in
+ * progress) spare the read-modify-write per item. */
+static size_t held(const bp *b)
 {
-    size_t slot = (b->head + b->count) % b->cap;
-    b->ring[slot] = item;
-    if (b->stamps)
-        b->stamps[slot] = now;
-    b->count++;
+    if (b->m)
+        return atomic_load_explicit(&((bp *)b)->count, memory_order_acquire);
+    return b->enq - atomic_load_explicit(&((bp *)b)->deq, memory_order_acquire);
 }
 
-static int head_expired(const bp *b, uint64_t now)
+/* After a taker applied its metrics delta. */
+static void count_taken(bp *b)
 {
-    return b->count && b->o->ttl_ns && now - b->stamps[b->head] >= b->o->ttl_ns;
+    if (b->m)
+        atomic_fetch_sub_explicit(&b->count, 1, memory_order_release);
+}
+
+/* The producer's put: the caller checked there is room. */
+static void ring_put(bp *b, void *item, uint64_t now)
+{
+    size_t pos = b->enq;
+    slot *s = &b->ring[pos & b->mask];
+    /* A taker that claimed this slot's previous item may not have freed it
+     * yet: it is between its CAS and its store. */
+    for (unsigned spins = 0; atomic_load_explicit(&s->seq, memory_order_acquire) != pos; spins++)
+        if (spins < 64)
+            rill__cpu_relax();
+        else
+            sched_yield();
+    atomic_store_explicit(&s->item, item, memory_order_relaxed);
+    atomic_store_explicit(&s->stamp, now, memory_order_relaxed);
+    atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
+    b->enq = pos + 1;
 }
 
 static uint64_t now_of(const bp *b)
@@ -148,124 +228,109 @@ static uint64_t now_of(const bp *b)
     return b->o->ttl_ns ? rill_scheduler_now(b->o->scheduler) : 0;
 }
 
+/* Demand not yet used by a delivery. */
+static uint64_t outstanding(bp *b)
+{
+    uint64_t req = atomic_load_explicit(&b->requested, memory_order_acquire);
+    if (req == RILL_UNBOUNDED)
+        return RILL_UNBOUNDED;
+    return req - atomic_load_explicit(&b->delivered, memory_order_relaxed);
+}
+
+static void discard_counted(bp *b, void *item, rill__discard_reason why)
+{
+    if (why == RILL__DISCARD_EXPIRED)
+        atomic_fetch_add_explicit(&b->expired, 1, memory_order_release);
+    rill__metrics_delta d = { .queued_change = -1 };
+    d.discarded[why] = 1;
+    rill__metrics_update(b->m, &d);
+    count_taken(b);
+    rill__discard(b->ctx, item);
+}
+
 /* ---------------------------------------------------------------- TTL */
 
 static void signal_drain(bp *b);
 
-/* Takes the head item if it has expired; otherwise says how long until it
- * does (0: nothing to wait for) and records whether the task stays armed. */
-static int ttl_take(bp *b, int run, void **item, uint64_t *wait)
+static void ttl_evict(bp *b)
 {
-    uint64_t now = now_of(b);
-    int got = 0;
-    *wait = 0;
-    pthread_mutex_lock(&b->lock);
-    if (run && !b->closed && head_expired(b, now)) {
-        *item = ring_drop(b, RILL__DISCARD_EXPIRED);
-        got = 1;
-    } else if (run && !b->closed && b->count) {
-        *wait = b->o->ttl_ns - (now - b->stamps[b->head]);
+    void *item;
+    int evicted = 0;
+    while (ring_take(b, &item, 1, now_of(b))) {
+        discard_counted(b, item, RILL__DISCARD_EXPIRED);
+        evicted = 1;
     }
-    if (!got)
-        b->armed = *wait != 0;
-    pthread_mutex_unlock(&b->lock);
-    return got;
+    if (evicted)
+        signal_drain(b);   /* an ended upstream may have nothing held now */
 }
 
-/* Evicts expired items, then re-arms for the next one. An eviction may
- * leave an ended upstream with nothing held: the drain then terminates. */
+/* Evicts expired items, then re-arms for the next one, or disarms. The
+ * task holds a reference while `armed`. */
 static void ttl_run(rill_task *t, int status)
 {
     bp *b = rill__container_of(t, bp, ttl_task);
-    void *item;
-    uint64_t wait;
-    int evicted = 0;
-    while (ttl_take(b, status == RILL_TASK_RUN, &item, &wait)) {
-        rill__discard(b->ctx, item);
-        evicted = 1;
-    }
-    if (evicted) {
-        signal_drain(b);   /* our reference keeps b alive across it */
-        /* The drain may have ended the stream: then do not re-arm (its
-         * disarm found this task running, not queued). */
-        pthread_mutex_lock(&b->lock);
-        if (b->closed)
-            wait = b->armed = 0;
-        pthread_mutex_unlock(&b->lock);
-    }
-    if (wait && rill_schedule_after(b->worker, t, wait) == 0)
-        return;            /* the queued task keeps the reference */
-    if (wait) {
-        pthread_mutex_lock(&b->lock);
-        b->armed = 0;
-        pthread_mutex_unlock(&b->lock);
+    for (;;) {
+        if (status == RILL_TASK_RUN && !atomic_load_explicit(&b->closed, memory_order_acquire))
+            ttl_evict(b);
+        uint64_t wait = 0;
+        if (status == RILL_TASK_RUN && !atomic_load_explicit(&b->closed, memory_order_acquire))
+            head_expired(b, now_of(b), &wait);
+        if (wait) {
+            if (rill_schedule_after(b->worker, t, wait) == 0)
+                return;   /* the queued task keeps the reference */
+            /* Refused (shut down): expiry is still checked before each
+             * delivery. */
+            atomic_store(&b->armed, 0);
+            break;
+        }
+        atomic_store_explicit(&b->armed, 0, memory_order_seq_cst);
+        /* A put that saw `armed` set before we cleared it did not arm: look
+         * again, and take the arming back if nobody else did. */
+        uint64_t again;
+        if (status != RILL_TASK_RUN || atomic_load_explicit(&b->closed, memory_order_acquire) ||
+            (!head_expired(b, now_of(b), &again) && again == 0))
+            break;
+        int expected = 0;
+        if (!atomic_compare_exchange_strong(&b->armed, &expected, 1))
+            break;   /* a put re-armed: its task has its own reference */
     }
     bp_unref(b);
 }
 
+/* Called by the producer after a put. */
 static void ttl_arm(bp *b)
 {
+    int expected = 0;
+    if (atomic_load_explicit(&b->armed, memory_order_relaxed) ||
+        !atomic_compare_exchange_strong(&b->armed, &expected, 1))
+        return;
     bp_ref(b);
     if (rill_schedule_after(b->worker, &b->ttl_task, b->o->ttl_ns) == 0)
         return;
     /* Refused (shut down): expiry is still checked before each delivery. */
-    pthread_mutex_lock(&b->lock);
-    b->armed = 0;
-    pthread_mutex_unlock(&b->lock);
+    atomic_store(&b->armed, 0);
     bp_unref(b);
 }
 
-/* At the end of the stream: a queued TTL task is taken back with its
- * reference. One already running sees `closed` and does not re-arm. */
+/* At the end of the stream (`closed` is set): a queued TTL task is taken
+ * back with its reference; one running sees `closed` and stops. */
 static void ttl_disarm(bp *b)
 {
-    pthread_mutex_lock(&b->lock);
-    int armed = b->armed;
-    pthread_mutex_unlock(&b->lock);
-    if (armed && rill_task_cancel(b->worker, &b->ttl_task) == 0) {
-        pthread_mutex_lock(&b->lock);
-        b->armed = 0;
-        pthread_mutex_unlock(&b->lock);
+    if (b->worker && atomic_load(&b->armed) && rill_task_cancel(b->worker, &b->ttl_task) == 0) {
+        atomic_store(&b->armed, 0);
         bp_unref(b);
     }
 }
 
 /* ---------------------------------------------------------------- drain */
 
-static int take(bp *b, void **item)
-{
-    uint64_t now = now_of(b);
-    int r = T_WAIT;
-    pthread_mutex_lock(&b->lock);
-    if (head_expired(b, now)) {
-        *item = ring_drop(b, RILL__DISCARD_EXPIRED);
-        r = T_EXPIRED;
-    } else if (b->count && b->demand) {
-        rill__metrics_update(b->m, &(rill__metrics_delta){ .emitted = 1, .queued_change = -1 });
-        *item = ring_pop(b);
-        if (b->demand != RILL_UNBOUNDED)
-            b->demand--;
-        r = T_ITEM;
-    } else if (!b->count && b->done) {
-        b->closed = 1;
-        r = T_END;
-    }
-    pthread_mutex_unlock(&b->lock);
-    return r;
-}
-
 /* Closes the stream and hands every held item to the discard hooks. */
 static void clear(bp *b)
 {
-    pthread_mutex_lock(&b->lock);
-    b->closed = 1;
-    while (b->count) {
-        void *item = ring_drop(b, RILL__DISCARD_CANCELLED);
-        pthread_mutex_unlock(&b->lock);
-        rill__discard(b->ctx, item);
-        pthread_mutex_lock(&b->lock);
-    }
-    pthread_mutex_unlock(&b->lock);
+    atomic_store_explicit(&b->closed, 1, memory_order_seq_cst);
+    void *item;
+    while (ring_take(b, &item, 0, 0))
+        discard_counted(b, item, RILL__DISCARD_CANCELLED);
 }
 
 static int stopped(bp *b, int why)
@@ -282,6 +347,7 @@ static int stopped(bp *b, int why)
 
 static int terminate(bp *b)
 {
+    atomic_store_explicit(&b->closed, 1, memory_order_release);
     ttl_disarm(b);
     if (b->error)
         rill__on_error(b->down, b->error);
@@ -298,23 +364,32 @@ static int terminate(bp *b)
  * inside on_next takes effect at once. */
 static int drain_once(bp *b)
 {
+    uint64_t delivered = atomic_load_explicit(&b->delivered, memory_order_relaxed);
     for (;;) {
         int why = atomic_load_explicit(&b->stop, memory_order_acquire);
         if (why)
             return stopped(b, why);
         void *item;
-        switch (take(b, &item)) {
-        case T_ITEM:
-            rill__on_next(b->down, item);
-            break;
-        case T_EXPIRED:
-            rill__discard(b->ctx, item);
-            break;
-        case T_END:
-            return terminate(b);
-        default:
-            return 0;
+        if (b->o->ttl_ns && ring_take(b, &item, 1, now_of(b))) {
+            discard_counted(b, item, RILL__DISCARD_EXPIRED);
+            continue;
         }
+        uint64_t req = atomic_load_explicit(&b->requested, memory_order_acquire);
+        if ((req == RILL_UNBOUNDED || req > delivered) && ring_take(b, &item, 0, 0)) {
+            rill__metrics_update(b->m, &(rill__metrics_delta){ .emitted = 1, .queued_change = -1 });
+            count_taken(b);
+            atomic_store_explicit(&b->delivered, ++delivered, memory_order_relaxed);
+            rill__on_next(b->down, item);
+            continue;
+        }
+        /* Nothing to deliver now. `done` is set after the last put, so
+         * once it is seen an empty ring stays empty. */
+        if (!atomic_load_explicit(&b->done, memory_order_acquire))
+            return 0;
+        size_t pos = atomic_load_explicit(&b->deq, memory_order_acquire);
+        if (atomic_load_explicit(&b->ring[pos & b->mask].seq, memory_order_acquire) == pos + 1)
+            return 0;   /* items wait for demand */
+        return terminate(b);
     }
 }
 
@@ -359,91 +434,101 @@ static void in_on_subscribe(rill_subscriber *self, rill_subscription *s)
     bp_unref(b);
 }
 
-/* The outcome of offering an item to the store. */
+/* What the producer decided for one arrival. */
 typedef struct offer {
-    int victim_set, overflow, failed, arm;
-    void *victim;
+    void *dropped;          /* an item to discard (the arrival, or the evicted oldest) */
+    int drop, overflow, failed;
 } offer;
 
-static void drop_into(offer *f, void *item, int overflow)
-{
-    f->victim_set = 1;
-    f->victim = item;
-    f->overflow = overflow;
-}
-
-/* Under the lock: stores item, or picks what to drop, per the mode. Returns
- * the metrics delta for it: one delta per arrival, so a snapshot sees the
- * arrival and its outcome together. */
-static rill__metrics_delta offer_locked(bp *b, void *item, uint64_t now, offer *f)
+/* Decides the fate of an arrival and applies its metrics delta before the
+ * item becomes visible (see the top of the file). Returns 1: put it. */
+static int decide(bp *b, void *item, offer *f)
 {
     const rill_backpressure_options *o = b->o;
-    rill__metrics_delta d = { .received = 1 };
-    if (b->closed || b->done) {
+    rill__metrics_delta d = { .received = 1, .queued_change = 1 };
+    int put = 1;
+    if (atomic_load_explicit(&b->closed, memory_order_acquire) ||
+        atomic_load_explicit(&b->done, memory_order_relaxed)) {
+        d.queued_change = 0;
         d.discarded[RILL__DISCARD_CANCELLED] = 1;
-        drop_into(f, item, 0);
-        return d;
-    }
-    if (o->mode == RILL_BACKPRESSURE_DROP && (b->count >= b->demand || b->count == b->cap)) {
-        d.discarded[RILL__DISCARD_OVERFLOW] = 1;
-        drop_into(f, item, 1);
-        return d;
-    }
-    d.queued_change = 1;
-    if (b->count == b->cap) {
-        d.discarded[RILL__DISCARD_OVERFLOW] = 1;
+        f->drop = 1;
+        f->dropped = item;
+        put = 0;
+    } else if (o->mode == RILL_BACKPRESSURE_DROP) {
+        /* Each accepted item is matched by a unit of demand (stale reads of
+         * requested or expired only make this stricter). */
+        uint64_t req = atomic_load_explicit(&b->requested, memory_order_acquire);
+        uint64_t used = b->accepted - atomic_load_explicit(&b->expired, memory_order_acquire);
+        if (held(b) >= b->cap || (req != RILL_UNBOUNDED && req <= used)) {
+            d.queued_change = 0;
+            d.discarded[RILL__DISCARD_OVERFLOW] = 1;
+            f->drop = f->overflow = 1;
+            f->dropped = item;
+            put = 0;
+        }
+    } else if (held(b) >= b->cap) {
+        void *victim;
         if (o->mode == RILL_BACKPRESSURE_BUFFER && o->policy != RILL_OVERFLOW_DROP_OLDEST) {
             d.queued_change = 0;
-            drop_into(f, item, 1);
-            if (o->policy == RILL_OVERFLOW_ERROR) {
-                f->failed = 1;
-                b->done = 1;
-                b->err_code = EOVERFLOW;
-            }
-            return d;
-        }
-        d.queued_change = 0;
-        drop_into(f, ring_pop(b), 1);   /* drop oldest; latest replaces its slot */
+            d.discarded[RILL__DISCARD_OVERFLOW] = 1;
+            f->drop = f->overflow = 1;
+            f->dropped = item;
+            f->failed = o->policy == RILL_OVERFLOW_ERROR;
+            put = 0;
+        } else if (ring_take(b, &victim, 0, 0)) {
+            /* drop oldest; latest replaces its one slot */
+            d.queued_change = 0;
+            d.discarded[RILL__DISCARD_OVERFLOW] = 1;
+            f->drop = f->overflow = 1;
+            f->dropped = victim;
+        }   /* else the drainer took it meanwhile: there is room now */
     }
-    ring_push(b, item, now);
-    if (o->ttl_ns && !b->armed)
-        f->arm = b->armed = 1;
-    return d;
+    rill__metrics_update(b->m, &d);
+    if (b->m && put && d.queued_change)
+        atomic_fetch_add_explicit(&b->count, 1, memory_order_relaxed);
+    return put;
 }
 
 static void in_on_next(rill_subscriber *self, void *item)
 {
     bp *b = of_in(self);
-    uint64_t now = now_of(b);
-    offer f = {0};
-    pthread_mutex_lock(&b->lock);
-    rill__metrics_delta d = offer_locked(b, item, now, &f);
-    rill__metrics_update(b->m, &d);
-    pthread_mutex_unlock(&b->lock);
-    if (f.victim_set) {
-        if (f.overflow && b->o->on_overflow)
-            b->o->on_overflow(((bp_publisher *)b->owner)->op.ctx, f.victim);
-        rill__discard(b->ctx, f.victim);
+    offer f = { 0 };
+    int put = decide(b, item, &f);
+    if (put) {
+        b->accepted++;
+        ring_put(b, item, now_of(b));
+        if (b->o->ttl_ns)
+            ttl_arm(b);
     }
-    if (f.failed)
+    if (f.drop) {
+        if (f.overflow && b->o->on_overflow)
+            b->o->on_overflow(((bp_publisher *)b->owner)->op.ctx, f.dropped);
+        rill__discard(b->ctx, f.dropped);
+    }
+    if (f.failed) {
+        b->err_code = EOVERFLOW;
+        atomic_store_explicit(&b->done, 1, memory_order_release);
         rill__upstream_cancel(&b->up);
-    if (f.arm)
-        ttl_arm(b);
-    signal_drain(b);
+        signal_drain(b);
+        return;
+    }
+    if (put) {
+        /* The put must be visible before the demand is read: a requester
+         * adds demand, then drains (see the top of the file). */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (outstanding(b) != 0)
+            signal_drain(b);
+    }
 }
 
 static void in_end(bp *b, const rill_error *e)
 {
-    pthread_mutex_lock(&b->lock);
-    int first = !b->done;
-    if (first) {
-        b->done = 1;
-        if (e)
-            b->error = rill_error_ref((rill_error *)e);
-    }
-    pthread_mutex_unlock(&b->lock);
-    if (first)
-        signal_drain(b);
+    if (atomic_load_explicit(&b->done, memory_order_relaxed))
+        return;   /* ERROR overflowed first */
+    if (e)
+        b->error = rill_error_ref((rill_error *)e);
+    atomic_store_explicit(&b->done, 1, memory_order_release);
+    signal_drain(b);
 }
 
 static void in_on_error(rill_subscriber *self, const rill_error *e)
@@ -487,10 +572,16 @@ static void out_request(rill_subscription *s, uint64_t n)
         int expected = RUNNING;
         atomic_compare_exchange_strong(&b->stop, &expected, BAD_REQUEST);
     } else {
-        pthread_mutex_lock(&b->lock);
-        b->demand = n >= RILL_UNBOUNDED - b->demand ? RILL_UNBOUNDED : b->demand + n;
+        uint64_t cur = atomic_load_explicit(&b->requested, memory_order_relaxed);
+        uint64_t next;
+        do {
+            if (cur == RILL_UNBOUNDED)
+                break;
+            next = n >= RILL_UNBOUNDED - cur ? RILL_UNBOUNDED : cur + n;
+        } while (!atomic_compare_exchange_weak_explicit(&b->requested, &cur, next,
+                                                        memory_order_seq_cst,
+                                                        memory_order_relaxed));
         rill__metrics_requested(b->m, n);
-        pthread_mutex_unlock(&b->lock);
     }
     signal_drain(b);
 }
@@ -526,18 +617,22 @@ static size_t store_size(const rill_backpressure_options *o)
 
 static bp *bp_alloc(const rill_backpressure_options *o)
 {
+    size_t cap = store_size(o), size = 2;   /* a ring of 1 cannot tell full from free */
+    while (size < cap)
+        size <<= 1;
     bp *b = rill__calloc(sizeof *b);
     if (!b)
         return NULL;
-    b->cap = store_size(o);
-    b->ring = rill__malloc(b->cap * sizeof(void *));
-    b->stamps = o->ttl_ns ? rill__malloc(b->cap * sizeof(uint64_t)) : NULL;
+    b->cap = cap;
+    b->mask = size - 1;
+    b->ring = rill__malloc(size * sizeof(slot));
     b->worker = o->ttl_ns ? rill_worker_new(o->scheduler) : NULL;
-    if (b->ring && (!o->ttl_ns || (b->stamps && b->worker)) &&
-        pthread_mutex_init(&b->lock, NULL) == 0)
+    if (b->ring && (!o->ttl_ns || b->worker)) {
+        for (size_t i = 0; i < size; i++)
+            atomic_init(&b->ring[i].seq, i);
         return b;
+    }
     rill_worker_free(b->worker);
-    rill__free(b->stamps);
     rill__free(b->ring);
     rill__free(b);
     return NULL;
@@ -584,7 +679,7 @@ static int options_valid(const rill_backpressure_options *o)
         return 0;
     if (o->ttl_ns && !o->scheduler)
         return 0;
-    if (o->capacity > SIZE_MAX / sizeof(uint64_t))
+    if (o->capacity > SIZE_MAX / (4 * sizeof(slot)))   /* the ring rounds up to a power of two */
         return 0;
     switch (o->mode) {
     case RILL_BACKPRESSURE_BUFFER:

@@ -1315,6 +1315,68 @@ static void metrics_round(int mode, uint32_t seed)
     ck_assert_int_eq(live_allocations(), base);
 }
 
+/* TTL under threads: a real scheduler's task evicts while the producer
+ * evicts (DROP_OLDEST / LATEST) and the drainer delivers: three takers on
+ * one ring. Every item is delivered or discarded exactly once, in order. */
+static void ttl_round(uint32_t seed)
+{
+    long base = live_allocations();
+    rill_metrics *m = rill_metrics_new("ttl_threads");
+    long with_m = live_allocations();
+    rill_scheduler *single = rill_single_thread_new();
+    rill_scheduler *timers = rill_thread_pool_new(1);
+    producer pr = {.slow = seed % 2 ? 0 : seed % 300};
+    atomic_init(&pr.emitted, 0);
+    consumer c;
+    consumer_init(&c, seed);
+    c.slow = (seed >> 4) % 2000;
+    uint64_t n = 300 + seed % 1000;
+    rill_backpressure_options o = {
+        .version = RILL_BACKPRESSURE_OPTIONS_VERSION,
+        .mode = seed % 3 == 0 ? RILL_BACKPRESSURE_LATEST : RILL_BACKPRESSURE_BUFFER,
+        .capacity = seed % 3 == 0 ? 0 : 1 + seed % 8,
+        .policy = RILL_OVERFLOW_DROP_OLDEST,
+        .ttl_ns = 1000 + (seed >> 7) % 50000,
+        .scheduler = timers,
+        .metrics = m,
+    };
+    rill_publisher *src = rill_subscribe_on(rill_map(rill_range(0, n), slow_map, &pr), single);
+    dlog d;
+    rill_publisher *p = logged(rill_on_backpressure_ex(src, &o), &d);
+    rill_subscribe(p, rill_subscriber_new(&consumer_cb, &c));
+    rill_publisher_unref(p);
+    while (!atomic_load(&c.terminal)) {
+        c_request(&c, 1 + xorshift(&c.seed) % 4);
+        spin(xorshift(&c.seed) % 4000);
+    }
+    while (!atomic_load(&c.released))
+        sched_yield();
+    rill_scheduler_unref(single);
+    rill_scheduler_unref(timers);
+    settle(&d, with_m);
+    ck_assert_int_eq(atomic_load(&c.overlaps), 0);
+    ck_assert_int_eq(atomic_load(&c.order_errors), 0);
+    ck_assert_int_eq(atomic_load(&pr.emitted), (long)n);
+    ck_assert_int_eq(atomic_load(&c.delivered) + atomic_load(&d.n), (long)n);
+    rill_metrics_values v = snap(m);
+    ck_assert_uint_eq(v.received, n);
+    ck_assert_uint_eq(v.emitted, (uint64_t)atomic_load(&c.delivered));
+    ck_assert_uint_eq(v.discarded_overflow + v.discarded_expired + v.discarded_cancelled,
+                      (uint64_t)atomic_load(&d.n));
+    ck_assert_uint_eq(v.queued, 0);
+    rill_metrics_unref(m);
+    ck_assert_int_eq(live_allocations(), base);
+}
+
+START_TEST(test_ttl_threads)
+{
+    int rounds = quick() ? 5 : 60;
+    uint32_t seed = 0xc2b2ae35u ^ (uint32_t)_i * 65537u;
+    for (int k = 0; k < rounds; k++)
+        ttl_round(xorshift(&seed));
+}
+END_TEST
+
 START_TEST(test_metrics_threads)
 {
     int rounds = quick() ? 10 : 100;
@@ -1475,6 +1537,7 @@ Suite *backpressure_suite(void)
     tcase_add_test(tc, test_error_threads);
     tcase_add_loop_test(tc, test_cancel_threads, 0, 5);
     tcase_add_loop_test(tc, test_metrics_threads, 0, 5);
+    tcase_add_loop_test(tc, test_ttl_threads, 0, 3);
     suite_add_tcase(s, tc);
     return s;
 }
