@@ -1,5 +1,6 @@
 /* lib/callbacks.c — rill_subscriber_new: a subscriber made of callbacks. */
 #include "alloc-internal.h"
+#include "stage-internal.h"
 
 #include <rill/stage.h>
 
@@ -9,6 +10,7 @@ typedef struct callbacks_subscriber {
     rill_subscriber base;
     rill_callbacks cb;
     void *user;
+    int subscribed;     /* signals are serial (rule 1.3): a plain flag */
 } callbacks_subscriber;
 
 static callbacks_subscriber *from_base(rill_subscriber *s)
@@ -19,6 +21,13 @@ static callbacks_subscriber *from_base(rill_subscriber *s)
 static void cb_on_subscribe(rill_subscriber *self, rill_subscription *sub)
 {
     callbacks_subscriber *c = from_base(self);
+    if (c->subscribed) {
+        /* Rule 2.5: a second subscription is cancelled, and the user's
+         * callbacks never see it (they keep the first). */
+        rill__cancel(sub);
+        return;
+    }
+    c->subscribed = 1;
     if (c->cb.on_subscribe)
         c->cb.on_subscribe(c->user, sub);
     else
@@ -79,5 +88,6 @@ rill_subscriber *rill_subscriber_new(const rill_callbacks *cb, void *user)
     c->base.ops = &callbacks_ops;
     c->cb = *cb;
     c->user = user;
+    c->subscribed = 0;
     return &c->base;
 }

@@ -64,8 +64,14 @@ void rill__relay_subscribe(rill__relay *r, rill_publisher *up);
  * terminal already went or downstream cancelled. */
 void rill__relay_end(rill__relay *r, int code);
 
+/* on_subscribe's work: takes s as the upstream subscription and signals
+ * on_subscribe downstream, returning 1 — or, when the relay already has one
+ * (a misbehaving publisher subscribed it twice), cancels s and returns 0
+ * (rule 2.5), so downstream never sees a second on_subscribe. */
+int rill__relay_accept(rill__relay *r, rill_subscription *s);
+
 /* Defaults. */
-void rill__relay_on_subscribe(rill_subscriber *self, rill_subscription *s);
+void rill__relay_on_subscribe(rill_subscriber *self, rill_subscription *s);   /* accept */
 void rill__relay_on_next(rill_subscriber *self, void *item);   /* forwards; after done: discards */
 void rill__relay_on_error(rill_subscriber *self, const rill_error *e);
 void rill__relay_on_complete(rill_subscriber *self);

@@ -91,11 +91,20 @@ void rill__relay_end(rill__relay *r, int code)
         rill__on_complete(r->down);
 }
 
-void rill__relay_on_subscribe(rill_subscriber *self, rill_subscription *s)
+int rill__relay_accept(rill__relay *r, rill_subscription *s)
 {
-    rill__relay *r = rill__relay_of_in(self);
+    if (r->up) {
+        rill__cancel(s);   /* rule 2.5: the relay already has its subscription */
+        return 0;
+    }
     r->up = s;
     rill_deliver_subscribe(r->down, &r->out);
+    return 1;
+}
+
+void rill__relay_on_subscribe(rill_subscriber *self, rill_subscription *s)
+{
+    rill__relay_accept(rill__relay_of_in(self), s);
 }
 
 void rill__relay_on_next(rill_subscriber *self, void *item)

@@ -1,5 +1,7 @@
 /* lib/tck-internal.h — the conformance kit's checking subscriber (the
- * "probe") and the pieces its tests share. Private to lib/tck.c.
+ * "probe") and the pieces its tests share: private to librill-tck (lib/tck.c
+ * defines them; lib/tck-subscriber.c uses the probe as the downstream
+ * subscriber of the operators it verifies, and shares the reports).
  *
  * The probe records every signal under a mutex and wakes waiters through a
  * condition variable, so the kit can wait (with a timeout) for publishers
@@ -17,6 +19,7 @@
 #define RILL_TCK_INTERNAL_H
 
 #include <rill/stage.h>
+#include <rill/tck.h>
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -61,5 +64,54 @@ typedef struct tck_probe {
     _Atomic uintptr_t owner;
     int owner_nest;
 } tck_probe;
+
+/* ------------------------------------------------------------------------
+ * The probe's functions (lib/tck.c). */
+
+/* A new probe with two references (the kit's and the subscriber's: its
+ * on_release drops the second). Configure it, then rill_subscribe it. */
+tck_probe *rill__tck_probe_new(void);
+void rill__tck_probe_unref(tck_probe *p);
+/* The kit's guarded rill_request / rill_cancel (see the top of this file). */
+void rill__tck_probe_request(tck_probe *p, uint64_t n);
+void rill__tck_probe_cancel(tck_probe *p);
+/* Waits (under mu, on cv) until pred holds or timeout_ns passes; returns
+ * pred's last value. */
+typedef int (*tck_probe_pred)(const tck_probe *p, uint64_t arg);
+int rill__tck_probe_wait(tck_probe *p, tck_probe_pred pred, uint64_t arg, uint64_t timeout_ns);
+/* on_release has run and returned. */
+int rill__tck_probe_released(const tck_probe *p, uint64_t arg);
+/* "N on_next, <terminal>" for failure messages. */
+const char *rill__tck_probe_describe(tck_probe *p, char *buf, size_t len);
+
+uint64_t rill__tck_now_ns(void);
+void rill__tck_sleep_ns(uint64_t ns);
+
+/* ------------------------------------------------------------------------
+ * Reports (lib/tck.c) */
+
+#define TCK_REASON 320
+
+typedef struct tck_entry {
+    const char *name;   /* static */
+    rill_tck_status status;
+    char reason[TCK_REASON];
+} tck_entry;
+
+struct rill_tck_report {
+    const char *kind;   /* static: "publisher", "subscriber blackbox", ... */
+    char title[128];
+    size_t count;
+    tck_entry entries[];
+};
+
+/* A report of `count` entries (to be filled in), or NULL with errno ENOMEM. */
+rill_tck_report *rill__tck_report_new(const char *kind, const char *title, size_t count);
+/* Fills an entry with a test's verdict, applying the TCK's rule for
+ * optional_ tests: an unmet optional rule is SKIPPED, not FAILED. */
+void rill__tck_entry_set(tck_entry *e, const char *name, rill_tck_status st, const char *reason);
+/* The publisher tests: how many, and running them all into out[0..count). */
+size_t rill__tck_publisher_test_count(void);
+void rill__tck_publisher_run(const rill_tck_publisher_options *o, tck_entry *out);
 
 #endif /* RILL_TCK_INTERNAL_H */

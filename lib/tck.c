@@ -13,7 +13,9 @@
  * order, beyond demand, after a terminal signal or release, or from two
  * threads at once fails whichever test is running.
  *
- * The kit only uses rill's public API (it is its own library).
+ * The kit only uses rill's public API (it is its own library). The probe
+ * and the reports are shared with lib/tck-subscriber.c through the
+ * rill__tck_* functions declared in tck-internal.h (not exported).
  */
 #include "tck-internal.h"
 
@@ -408,11 +410,54 @@ static uint64_t signals(const snap *s)
 }
 
 /* ------------------------------------------------------------------------
+ * The probe, as lib/tck-subscriber.c uses it (tck-internal.h) */
+
+tck_probe *rill__tck_probe_new(void)
+{
+    return probe_new();
+}
+
+void rill__tck_probe_unref(tck_probe *p)
+{
+    probe_unref(p);
+}
+
+void rill__tck_probe_request(tck_probe *p, uint64_t n)
+{
+    probe_request(p, n);
+}
+
+void rill__tck_probe_cancel(tck_probe *p)
+{
+    probe_cancel(p);
+}
+
+int rill__tck_probe_wait(tck_probe *p, tck_probe_pred pred, uint64_t arg, uint64_t timeout_ns)
+{
+    return probe_wait(p, pred, arg, timeout_ns);
+}
+
+int rill__tck_probe_released(const tck_probe *p, uint64_t arg)
+{
+    return got_release(p, arg);
+}
+
+uint64_t rill__tck_now_ns(void)
+{
+    return now_ns();
+}
+
+void rill__tck_sleep_ns(uint64_t ns)
+{
+    sleep_ns(ns);
+}
+
+/* ------------------------------------------------------------------------
  * A test run: the publishers and probes of one test, and its verdict */
 
 #define MAX_PROBES 8
 #define MAX_PUBS 4
-#define REASON 320
+#define REASON TCK_REASON
 
 typedef struct tck_run {
     const rill_tck_publisher_options *o;
@@ -552,6 +597,11 @@ static const char *describe(tck_probe *p, char *buf, size_t len)
     }
     pthread_mutex_unlock(&p->mu);
     return buf;
+}
+
+const char *rill__tck_probe_describe(tck_probe *p, char *buf, size_t len)
+{
+    return describe(p, buf, len);
 }
 
 /* Fails the test with the probe's first breach, if it saw one. */
@@ -1200,21 +1250,34 @@ static const tck_test publisher_tests[] = {
 #define NTESTS (sizeof publisher_tests / sizeof publisher_tests[0])
 
 /* ------------------------------------------------------------------------
- * Reports */
-
-typedef struct tck_entry {
-    const char *name;   /* static */
-    rill_tck_status status;
-    char reason[REASON];
-} tck_entry;
-
-struct rill_tck_report {
-    char title[128];
-    size_t count;
-    tck_entry entries[];
-};
+ * Reports (the struct is in tck-internal.h, shared with tck-subscriber.c) */
 
 static const char *prefix_optional = "optional_";
+
+void rill__tck_entry_set(tck_entry *e, const char *name, rill_tck_status st, const char *reason)
+{
+    e->name = name;
+    e->status = st;
+    if (st == RILL_TCK_FAILED && strncmp(name, prefix_optional, strlen(prefix_optional)) == 0) {
+        e->status = RILL_TCK_SKIPPED;
+        snprintf(e->reason, sizeof e->reason, "optional rule not met: %.290s", reason);
+    } else {
+        snprintf(e->reason, sizeof e->reason, "%s", reason);
+    }
+}
+
+rill_tck_report *rill__tck_report_new(const char *kind, const char *title, size_t count)
+{
+    rill_tck_report *r = calloc(1, sizeof *r + count * sizeof r->entries[0]);
+    if (!r) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    r->kind = kind;
+    snprintf(r->title, sizeof r->title, "%s", title);
+    r->count = count;
+    return r;
+}
 
 /* Runs one test: its verdict, with the TCK's rule for optional tests (an
  * unmet optional rule is a skip, not a failure). */
@@ -1224,15 +1287,7 @@ static void run_one(tck_run *t, const tck_test *test, tck_entry *e)
     t->reason[0] = '\0';
     test->run(t);
     finish(t);
-    e->name = test->name;
-    e->status = t->status;
-    if (t->status == RILL_TCK_FAILED
-        && strncmp(test->name, prefix_optional, strlen(prefix_optional)) == 0) {
-        e->status = RILL_TCK_SKIPPED;
-        snprintf(e->reason, sizeof e->reason, "optional rule not met: %.290s", t->reason);
-    } else {
-        memcpy(e->reason, t->reason, sizeof e->reason);
-    }
+    rill__tck_entry_set(e, test->name, t->status, t->reason);
 }
 
 void rill_tck_publisher_options_init(rill_tck_publisher_options *o)
@@ -1244,19 +1299,13 @@ void rill_tck_publisher_options_init(rill_tck_publisher_options *o)
     o->max_elements = RILL_UNBOUNDED - 1;   /* the TCK's Long.MAX_VALUE - 1 */
 }
 
-rill_tck_report *rill_tck_verify_publisher(const rill_tck_publisher_options *o)
+size_t rill__tck_publisher_test_count(void)
 {
-    if (!o || o->version < 1 || !o->create) {   /* a newer version: its v1 fields are read */
-        errno = EINVAL;
-        return NULL;
-    }
-    rill_tck_report *r = calloc(1, sizeof *r + NTESTS * sizeof r->entries[0]);
-    if (!r) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    snprintf(r->title, sizeof r->title, "%s", o->name ? o->name : "publisher");
-    r->count = NTESTS;
+    return NTESTS;
+}
+
+void rill__tck_publisher_run(const rill_tck_publisher_options *o, tck_entry *out)
+{
     tck_run t = {
         .o = o,
         .timeout = o->timeout_ns ? o->timeout_ns : 1000000000u,
@@ -1266,7 +1315,19 @@ rill_tck_report *rill_tck_verify_publisher(const rill_tck_publisher_options *o)
         .runs = o->stochastic_runs ? o->stochastic_runs : 100,
     };
     for (size_t i = 0; i < NTESTS; i++)
-        run_one(&t, &publisher_tests[i], &r->entries[i]);
+        run_one(&t, &publisher_tests[i], &out[i]);
+}
+
+rill_tck_report *rill_tck_verify_publisher(const rill_tck_publisher_options *o)
+{
+    if (!o || o->version < 1 || !o->create) {   /* a newer version: its v1 fields are read */
+        errno = EINVAL;
+        return NULL;
+    }
+    rill_tck_report *r = rill__tck_report_new("publisher", o->name ? o->name : "publisher",
+                                              NTESTS);
+    if (r)
+        rill__tck_publisher_run(o, r->entries);
     return r;
 }
 
@@ -1337,8 +1398,8 @@ void rill_tck_report_print(const rill_tck_report *r, FILE *out)
 {
     if (!r || !out)
         return;
-    fprintf(out, "rill TCK publisher verification: %s: %zu tests, %zu passed, %zu failed, "
-                 "%zu skipped\n\n", r->title, r->count, rill_tck_report_passed(r),
+    fprintf(out, "rill TCK %s verification: %s: %zu tests, %zu passed, %zu failed, "
+                 "%zu skipped\n\n", r->kind, r->title, r->count, rill_tck_report_passed(r),
             rill_tck_report_failed(r), rill_tck_report_skipped(r));
     fprintf(out, "| status | test | reason |\n|---|---|---|\n");
     for (size_t i = 0; i < r->count; i++)

@@ -319,6 +319,10 @@ static delayer *of_in(rill_subscriber *s)
 static void in_on_subscribe(rill_subscriber *self, rill_subscription *s)
 {
     delayer *o = of_in(self);
+    if (o->up.sub) {
+        rill__cancel(s);   /* rule 2.5: keep the first subscription */
+        return;
+    }
     o->up.sub = s;
     rill_deliver_subscribe(o->down, &o->out);
     atomic_store_explicit(&o->up_requested, PREFETCH, memory_order_release);

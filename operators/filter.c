@@ -4,7 +4,12 @@
  * replacement (request(1) from inside on_next, which the upstream's drain
  * loop serves without recursion). Once downstream has asked for
  * RILL_UNBOUNDED the replacement request is pointless and skipped.
+ *
+ * Over a synchronous source (or a chain already fused) no relay is built:
+ * the predicate becomes a step of a fused chain (lib/fuse.c), where a
+ * dropped item simply is not counted against demand.
  */
+#include "fuse-internal.h"
 #include "relay-internal.h"
 #include "stage-internal.h"
 
@@ -89,6 +94,12 @@ rill_publisher *rill_filter_ex(rill_publisher *up, rill_pred_fn fn, void *ctx,
 {
     if (!fn)
         return rill__operator_fail(up, ctx, ctx_free, EINVAL);
+    rill_publisher *fused;
+    rill__step step = {
+        .kind = RILL__STEP_FILTER, .call = { .pred = fn, .ctx = ctx }, .ctx_free = ctx_free,
+    };
+    if (rill__fuse(up, &step, &fused))
+        return fused;
     filter_publisher *fp = rill__operator_new(sizeof *fp, &filter_ops, up, ctx, ctx_free);
     if (fp)
         fp->fn = fn;

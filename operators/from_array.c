@@ -24,7 +24,7 @@ static int array_start(void *state, rill_error **err)
     return st->pub->n ? RILL__PULL_MORE : RILL__PULL_END;
 }
 
-static int array_next(void *state, void **item, rill_error **err)
+static inline int array_next(void *state, void **item, rill_error **err)
 {
     array_state *st = state;
     *item = st->pub->items[st->next++];
@@ -37,21 +37,10 @@ static void array_finish(void *state)
     rill_publisher_unref(&st->pub->base);
 }
 
-static const struct rill__pull_ops array_pull_ops = {
-    .next = array_next,
-    .start = array_start,
-    .finish = array_finish,
-};
-
-static void array_subscribe(rill_publisher *self, rill_subscriber *s)
+static void array_init(rill_publisher *self, void *state)
 {
-    array_state *st = rill__pull_alloc(sizeof *st);
-    if (!st) {
-        rill_reject(s, ENOMEM, NULL);
-        return;
-    }
+    array_state *st = state;
     st->pub = (array_publisher *)rill_publisher_ref(self);
-    rill__pull_start(st, &array_pull_ops, s);
 }
 
 static void array_destroy(rill_publisher *self)
@@ -59,10 +48,26 @@ static void array_destroy(rill_publisher *self)
     rill__free(self);
 }
 
-static const struct rill_publisher_ops array_ops = {
-    .version = RILL_PUBLISHER_OPS_VERSION,
-    .subscribe = array_subscribe,
-    .destroy = array_destroy,
+/* The engine's loop with array_next inlined (see pull-internal.h). */
+static int array_emit(rill__pull *p)
+{
+    array_state *st = (array_state *)(void *)p->state;
+    array_state local = *st;   /* in registers while the loop runs */
+    int rc = rill__pull_emit(p, array_next, &local);
+    *st = local;
+    return rc;
+}
+
+static const struct rill__source array_source = {
+    .pub = {
+        .version = RILL_PUBLISHER_OPS_VERSION,
+        .subscribe = rill__pull_subscribe,
+        .destroy = array_destroy,
+    },
+    .state_size = sizeof(array_state),
+    .init = array_init,
+    .pull = { .next = array_next, .start = array_start, .finish = array_finish },
+    .emit = array_emit,
 };
 
 rill_publisher *rill_from_array(void *const *items, size_t n)
@@ -78,7 +83,7 @@ rill_publisher *rill_from_array(void *const *items, size_t n)
     array_publisher *ap = rill__malloc(sizeof *ap + n * sizeof(void *));
     if (!ap)
         return NULL;
-    rill_publisher_init(&ap->base, &array_ops);
+    rill_publisher_init(&ap->base, &array_source.pub);
     ap->n = n;
     if (n)
         memcpy(ap->items, items, n * sizeof(void *));

@@ -40,7 +40,7 @@ static int generate_start(void *state, rill_error **err)
     return RILL__PULL_MORE;
 }
 
-static int generate_next(void *state, void **item, rill_error **err)
+static inline int generate_next(void *state, void **item, rill_error **err)
 {
     generate_state *st = state;
     int rc = st->pub->fn(st->user, item);
@@ -70,21 +70,10 @@ static void generate_finish(void *state)
     rill_publisher_unref(&st->pub->base);
 }
 
-static const struct rill__pull_ops generate_pull_ops = {
-    .next = generate_next,
-    .start = generate_start,
-    .finish = generate_finish,
-};
-
-static void generate_subscribe(rill_publisher *self, rill_subscriber *s)
+static void generate_init(rill_publisher *self, void *state)
 {
-    generate_state *st = rill__pull_alloc(sizeof *st);
-    if (!st) {
-        rill_reject(s, ENOMEM, NULL);
-        return;
-    }
+    generate_state *st = state;
     st->pub = (generate_publisher *)rill_publisher_ref(self);
-    rill__pull_start(st, &generate_pull_ops, s);
 }
 
 static void generate_destroy(rill_publisher *self)
@@ -95,10 +84,26 @@ static void generate_destroy(rill_publisher *self)
     rill__free(gp);
 }
 
-static const struct rill_publisher_ops generate_ops = {
-    .version = RILL_PUBLISHER_OPS_VERSION,
-    .subscribe = generate_subscribe,
-    .destroy = generate_destroy,
+/* The engine's loop with generate_next inlined (see pull-internal.h). */
+static int generate_emit(rill__pull *p)
+{
+    generate_state *st = (generate_state *)(void *)p->state;
+    generate_state local = *st;   /* in registers while the loop runs */
+    int rc = rill__pull_emit(p, generate_next, &local);
+    *st = local;
+    return rc;
+}
+
+static const struct rill__source generate_source = {
+    .pub = {
+        .version = RILL_PUBLISHER_OPS_VERSION,
+        .subscribe = rill__pull_subscribe,
+        .destroy = generate_destroy,
+    },
+    .state_size = sizeof(generate_state),
+    .init = generate_init,
+    .pull = { .next = generate_next, .start = generate_start, .finish = generate_finish },
+    .emit = generate_emit,
 };
 
 rill_publisher *rill_generate_ex(int (*init)(void *ctx, void **state), rill_generate_fn fn,
@@ -113,7 +118,7 @@ rill_publisher *rill_generate_ex(int (*init)(void *ctx, void **state), rill_gene
         errno = code ? code : ENOMEM;
         return NULL;
     }
-    rill_publisher_init(&gp->base, &generate_ops);
+    rill_publisher_init(&gp->base, &generate_source.pub);
     gp->init = init;
     gp->fn = fn;
     gp->state_free = state_free;

@@ -7,10 +7,9 @@
 #include <errno.h>
 
 /* One publisher shape serves all three: `item` for just, `err` for fail,
- * neither for empty. */
+ * neither for empty. Each has its own source table. */
 typedef struct trivial_publisher {
     rill_publisher base;
-    const struct rill__pull_ops *pull_ops;
     void *item;
     rill_error *err;   /* reference, fail only */
 } trivial_publisher;
@@ -19,6 +18,14 @@ typedef struct trivial_state {
     void *item;
     rill_error *err;   /* reference until handed to the engine */
 } trivial_state;
+
+static void trivial_init(rill_publisher *self, void *state)
+{
+    trivial_publisher *tp = (trivial_publisher *)self;
+    trivial_state *st = state;
+    st->item = tp->item;
+    st->err = rill_error_ref(tp->err);
+}
 
 static int just_next(void *state, void **item, rill_error **err)
 {
@@ -49,49 +56,44 @@ static void fail_finish(void *state)
     rill_error_unref(((trivial_state *)state)->err);
 }
 
-static const struct rill__pull_ops just_pull_ops = { .next = just_next };
-static const struct rill__pull_ops empty_pull_ops = { .next = empty_next, .start = empty_start };
-static const struct rill__pull_ops fail_pull_ops = {
-    .next = empty_next,
-    .start = fail_start,
-    .finish = fail_finish,
-};
-
-static void trivial_subscribe(rill_publisher *self, rill_subscriber *s)
-{
-    trivial_publisher *tp = (trivial_publisher *)self;
-    trivial_state *st = rill__pull_alloc(sizeof *st);
-    if (!st) {
-        rill_reject(s, ENOMEM, NULL);
-        return;
-    }
-    st->item = tp->item;
-    st->err = rill_error_ref(tp->err);
-    rill__pull_start(st, tp->pull_ops, s);
-}
-
 static void trivial_destroy(rill_publisher *self)
 {
     rill_error_unref(((trivial_publisher *)self)->err);
     rill__free(self);
 }
 
-static const struct rill_publisher_ops trivial_ops = {
-    .version = RILL_PUBLISHER_OPS_VERSION,
-    .subscribe = trivial_subscribe,
-    .destroy = trivial_destroy,
+#define TRIVIAL_PUB { .version = RILL_PUBLISHER_OPS_VERSION, \
+                      .subscribe = rill__pull_subscribe, .destroy = trivial_destroy }
+
+static const struct rill__source just_source = {
+    .pub = TRIVIAL_PUB,
+    .state_size = sizeof(trivial_state),
+    .init = trivial_init,
+    .pull = { .next = just_next },
 };
 
-static rill_publisher *trivial_new(const struct rill__pull_ops *pull_ops, void *item,
-                                   rill_error *err)
+static const struct rill__source empty_source = {
+    .pub = TRIVIAL_PUB,
+    .state_size = sizeof(trivial_state),
+    .init = trivial_init,
+    .pull = { .next = empty_next, .start = empty_start },
+};
+
+static const struct rill__source fail_source = {
+    .pub = TRIVIAL_PUB,
+    .state_size = sizeof(trivial_state),
+    .init = trivial_init,
+    .pull = { .next = empty_next, .start = fail_start, .finish = fail_finish },
+};
+
+static rill_publisher *trivial_new(const struct rill__source *src, void *item, rill_error *err)
 {
     trivial_publisher *tp = rill__malloc(sizeof *tp);
     if (!tp) {
         rill_error_unref(err);
         return NULL;
     }
-    rill_publisher_init(&tp->base, &trivial_ops);
-    tp->pull_ops = pull_ops;
+    rill_publisher_init(&tp->base, &src->pub);
     tp->item = item;
     tp->err = err;
     return &tp->base;
@@ -99,12 +101,12 @@ static rill_publisher *trivial_new(const struct rill__pull_ops *pull_ops, void *
 
 rill_publisher *rill_just(void *item)
 {
-    return trivial_new(&just_pull_ops, item, NULL);
+    return trivial_new(&just_source, item, NULL);
 }
 
 rill_publisher *rill_empty(void)
 {
-    return trivial_new(&empty_pull_ops, NULL, NULL);
+    return trivial_new(&empty_source, NULL, NULL);
 }
 
 rill_publisher *rill_fail(int code, const char *message)
@@ -114,5 +116,5 @@ rill_publisher *rill_fail(int code, const char *message)
         return NULL;
     }
     rill_error *err = rill_error_new(code, message);
-    return err ? trivial_new(&fail_pull_ops, NULL, err) : NULL;
+    return err ? trivial_new(&fail_source, NULL, err) : NULL;
 }

@@ -4,7 +4,11 @@
  * mapper runs from inside them with no further synchronisation. A mapper
  * failure ends the stream: the failed item goes to the discard hooks,
  * upstream is cancelled, and downstream gets on_error(code).
+ *
+ * Over a synchronous source (or a chain already fused) no relay is built:
+ * the mapper becomes a step of a fused chain (lib/fuse.c).
  */
+#include "fuse-internal.h"
 #include "relay-internal.h"
 #include "stage-internal.h"
 
@@ -72,6 +76,12 @@ rill_publisher *rill_map_ex(rill_publisher *up, rill_map_fn fn, void *ctx,
 {
     if (!fn)
         return rill__operator_fail(up, ctx, ctx_free, EINVAL);
+    rill_publisher *fused;
+    rill__step step = {
+        .kind = RILL__STEP_MAP, .call = { .map = fn, .ctx = ctx }, .ctx_free = ctx_free,
+    };
+    if (rill__fuse(up, &step, &fused))
+        return fused;
     map_publisher *mp = rill__operator_new(sizeof *mp, &map_ops, up, ctx, ctx_free);
     if (mp)
         mp->fn = fn;

@@ -426,6 +426,10 @@ static bp *of_in(rill_subscriber *s)
 static void in_on_subscribe(rill_subscriber *self, rill_subscription *s)
 {
     bp *b = of_in(self);
+    if (b->up.sub) {
+        rill__cancel(s);   /* rule 2.5: keep the first subscription */
+        return;
+    }
     b->up.sub = s;
     rill_deliver_subscribe(b->down, &b->out);
     bp_ref(b);   /* a synchronous upstream may release us inside the request */
@@ -442,17 +446,36 @@ typedef struct offer {
 
 /* Decides the fate of an arrival and applies its metrics delta before the
  * item becomes visible (see the top of the file). Returns 1: put it. */
+/* The arrival's metrics delta: received, and queued or discarded. A stage
+ * without metrics builds nothing. */
+static void count_arrival(bp *b, const offer *f, int put)
+{
+    if (!b->m)
+        return;
+    rill__metrics_delta d = { .received = 1, .queued_change = put && !f->drop };
+    if (f->drop)
+        d.discarded[f->overflow ? RILL__DISCARD_OVERFLOW : RILL__DISCARD_CANCELLED] = 1;
+    rill__metrics_apply(b->m, &d);
+    if (put && !f->drop)
+        atomic_fetch_add_explicit(&b->count, 1, memory_order_relaxed);
+}
+
+static void drop_arrival(offer *f, void *item, int overflow)
+{
+    f->drop = 1;
+    f->overflow = overflow;
+    f->dropped = item;
+}
+
+/* Decides the fate of an arrival and counts it before the item becomes
+ * visible (see the top of the file). Returns 1: put it. */
 static int decide(bp *b, void *item, offer *f)
 {
     const rill_backpressure_options *o = b->o;
-    rill__metrics_delta d = { .received = 1, .queued_change = 1 };
     int put = 1;
     if (atomic_load_explicit(&b->closed, memory_order_acquire) ||
         atomic_load_explicit(&b->done, memory_order_relaxed)) {
-        d.queued_change = 0;
-        d.discarded[RILL__DISCARD_CANCELLED] = 1;
-        f->drop = 1;
-        f->dropped = item;
+        drop_arrival(f, item, 0);
         put = 0;
     } else if (o->mode == RILL_BACKPRESSURE_DROP) {
         /* Each accepted item is matched by a unit of demand (stale reads of
@@ -460,32 +483,20 @@ static int decide(bp *b, void *item, offer *f)
         uint64_t req = atomic_load_explicit(&b->requested, memory_order_acquire);
         uint64_t used = b->accepted - atomic_load_explicit(&b->expired, memory_order_acquire);
         if (held(b) >= b->cap || (req != RILL_UNBOUNDED && req <= used)) {
-            d.queued_change = 0;
-            d.discarded[RILL__DISCARD_OVERFLOW] = 1;
-            f->drop = f->overflow = 1;
-            f->dropped = item;
+            drop_arrival(f, item, 1);
             put = 0;
         }
     } else if (held(b) >= b->cap) {
         void *victim;
         if (o->mode == RILL_BACKPRESSURE_BUFFER && o->policy != RILL_OVERFLOW_DROP_OLDEST) {
-            d.queued_change = 0;
-            d.discarded[RILL__DISCARD_OVERFLOW] = 1;
-            f->drop = f->overflow = 1;
-            f->dropped = item;
+            drop_arrival(f, item, 1);
             f->failed = o->policy == RILL_OVERFLOW_ERROR;
             put = 0;
         } else if (ring_take(b, &victim, 0, 0)) {
-            /* drop oldest; latest replaces its one slot */
-            d.queued_change = 0;
-            d.discarded[RILL__DISCARD_OVERFLOW] = 1;
-            f->drop = f->overflow = 1;
-            f->dropped = victim;
+            drop_arrival(f, victim, 1);   /* drop oldest; latest replaces its one slot */
         }   /* else the drainer took it meanwhile: there is room now */
     }
-    rill__metrics_update(b->m, &d);
-    if (b->m && put && d.queued_change)
-        atomic_fetch_add_explicit(&b->count, 1, memory_order_relaxed);
+    count_arrival(b, f, put);
     return put;
 }
 

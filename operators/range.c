@@ -22,7 +22,7 @@ static int range_start(void *state, rill_error **err)
     return ((range_state *)state)->remaining ? RILL__PULL_MORE : RILL__PULL_END;
 }
 
-static int range_next(void *state, void **item, rill_error **err)
+static inline int range_next(void *state, void **item, rill_error **err)
 {
     range_state *st = state;
     *item = (void *)(intptr_t)st->next;
@@ -32,22 +32,12 @@ static int range_next(void *state, void **item, rill_error **err)
     return RILL__PULL_ITEM;
 }
 
-static const struct rill__pull_ops range_pull_ops = {
-    .next = range_next,
-    .start = range_start,
-};
-
-static void range_subscribe(rill_publisher *self, rill_subscriber *s)
+static void range_init(rill_publisher *self, void *state)
 {
     range_publisher *rp = (range_publisher *)self;
-    range_state *st = rill__pull_alloc(sizeof *st);
-    if (!st) {
-        rill_reject(s, ENOMEM, NULL);
-        return;
-    }
+    range_state *st = state;
     st->next = rp->start;
     st->remaining = rp->count;
-    rill__pull_start(st, &range_pull_ops, s);
 }
 
 static void range_destroy(rill_publisher *self)
@@ -55,10 +45,26 @@ static void range_destroy(rill_publisher *self)
     rill__free(self);
 }
 
-static const struct rill_publisher_ops range_ops = {
-    .version = RILL_PUBLISHER_OPS_VERSION,
-    .subscribe = range_subscribe,
-    .destroy = range_destroy,
+/* The engine's loop with range_next inlined (see pull-internal.h). */
+static int range_emit(rill__pull *p)
+{
+    range_state *st = (range_state *)(void *)p->state;
+    range_state local = *st;   /* in registers while the loop runs */
+    int rc = rill__pull_emit(p, range_next, &local);
+    *st = local;
+    return rc;
+}
+
+static const struct rill__source range_source = {
+    .pub = {
+        .version = RILL_PUBLISHER_OPS_VERSION,
+        .subscribe = rill__pull_subscribe,
+        .destroy = range_destroy,
+    },
+    .state_size = sizeof(range_state),
+    .init = range_init,
+    .pull = { .next = range_next, .start = range_start },
+    .emit = range_emit,
 };
 
 rill_publisher *rill_range(int64_t start, uint64_t count)
@@ -72,7 +78,7 @@ rill_publisher *rill_range(int64_t start, uint64_t count)
     range_publisher *rp = rill__malloc(sizeof *rp);
     if (!rp)
         return NULL;
-    rill_publisher_init(&rp->base, &range_ops);
+    rill_publisher_init(&rp->base, &range_source.pub);
     rp->start = start;
     rp->count = count;
     return &rp->base;

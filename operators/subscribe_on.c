@@ -151,6 +151,10 @@ static subon *of_in(rill_subscriber *s)
 static void in_on_subscribe(rill_subscriber *self, rill_subscription *s)
 {
     subon *o = of_in(self);
+    if (o->up.sub) {
+        rill__cancel(s);   /* rule 2.5: keep the first subscription */
+        return;
+    }
     o->up.sub = s;
     atomic_store_explicit(&o->up_set, 1, memory_order_release);   /* publishes up.sub */
 }

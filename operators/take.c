@@ -5,7 +5,12 @@
  * On the n-th item take cancels upstream *before* delivering it, so a source
  * stops at once even if downstream re-enters. take(0) completes right after
  * on_subscribe and cancels upstream without ever requesting.
+ *
+ * Over a synchronous source (or a chain already fused) no relay is built:
+ * take becomes a step of a fused chain (lib/fuse.c) that stops the source's
+ * loop after the n-th item.
  */
+#include "fuse-internal.h"
 #include "relay-internal.h"
 #include "stage-internal.h"
 
@@ -28,8 +33,7 @@ typedef struct take_relay {
 static void take_on_subscribe(rill_subscriber *self, rill_subscription *s)
 {
     take_relay *t = (take_relay *)rill__relay_of_in(self);
-    rill__relay_on_subscribe(self, s);
-    if (t->limit == 0)
+    if (rill__relay_accept(&t->r, s) && t->limit == 0)
         rill__relay_end(&t->r, 0);
 }
 
@@ -103,6 +107,10 @@ static const struct rill_publisher_ops take_ops = {
 
 rill_publisher *rill_take(rill_publisher *up, uint64_t n)
 {
+    rill_publisher *fused;
+    rill__step step = { .kind = RILL__STEP_TAKE, .remaining = n };
+    if (rill__fuse(up, &step, &fused))
+        return fused;
     take_publisher *tp = rill__operator_new(sizeof *tp, &take_ops, up, NULL, NULL);
     if (tp)
         tp->n = n;

@@ -34,7 +34,8 @@ struct recorder {
     char error_message[256];
     int violations;              /* protocol breaches seen */
     char violation[256];         /* the first one */
-    uint64_t requested;          /* total requested by the recorder (saturating) */
+    _Atomic uint64_t requested;  /* total requested by the recorder (saturating; atomic: a test may
+                                    request from one thread while items arrive on another) */
     atomic_int in_signal;        /* overlapping-signal detector */
     atomic_int released_flag;    /* 1 once on_release ran (readable from other threads) */
 };

@@ -97,6 +97,8 @@ typedef struct rill_callbacks {
 
 /* Returns a new subscriber that calls `cb` (copied) with `user`.
  * Any member may be NULL. The subscriber is consumed by rill_subscribe.
+ * It keeps rule 2.5 for you: a second on_subscribe (a broken publisher's)
+ * is cancelled at once and never reaches cb->on_subscribe.
  * Errors: cb == NULL gives NULL with errno EINVAL; no memory gives NULL with
  * errno ENOMEM. On either failure cb->on_release(user) has already been
  * called (when cb and cb->on_release are non-NULL), so `user` has exactly one
