@@ -886,6 +886,7 @@ typedef struct twin_sub {
     _Atomic uint64_t demand, next;
     atomic_int started;     /* 0 idle, 1 threads running, 2 released without them */
     atomic_int cancelled, threads;
+    atomic_uint arrived;    /* the two threads meet before each item */
 } twin_sub;
 
 static void twin_end(twin_sub *t)
@@ -905,6 +906,18 @@ static int twin_take_demand(twin_sub *t)
     return 0;
 }
 
+/* Waits (briefly) for the other thread, so the two call on_next at the
+ * same moment: on a loaded machine threads that merely run side by side
+ * may never overlap inside a short on_next, and the kit could not see the
+ * breach it is being tested for. */
+static void twin_meet(twin_sub *t)
+{
+    unsigned want = (atomic_fetch_add(&t->arrived, 1) / 2 + 1) * 2;
+    for (long spins = 0; atomic_load(&t->arrived) < want && spins < 2000000; spins++)
+        if (atomic_load(&t->threads) < 2 || atomic_load(&t->cancelled))
+            break;
+}
+
 static void *twin_thread(void *arg)
 {
     twin_sub *t = arg;
@@ -913,6 +926,7 @@ static void *twin_thread(void *arg)
             sched_yield();
             continue;
         }
+        twin_meet(t);
         uint64_t i = atomic_fetch_add(&t->next, 1);
         if (i >= t->n)
             break;
