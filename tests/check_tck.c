@@ -913,7 +913,7 @@ static int twin_take_demand(twin_sub *t)
 static void twin_meet(twin_sub *t)
 {
     unsigned want = (atomic_fetch_add(&t->arrived, 1) / 2 + 1) * 2;
-    for (long spins = 0; atomic_load(&t->arrived) < want && spins < 2000000; spins++)
+    for (long spins = 0; atomic_load(&t->arrived) < want && spins < 20000; spins++)
         if (atomic_load(&t->threads) < 2 || atomic_load(&t->cancelled))
             break;
 }
