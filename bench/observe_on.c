@@ -1,27 +1,30 @@
-/* bench/observe_on.c — one observe_on hop across a real thread boundary.
+/* bench/observe_on.c — observe_on hops across real thread boundaries.
  *
- *   range(0, N) -> subscribe_on(single thread A) -> observe_on(single thread B,
- *   prefetch) -> sink (request RILL_UNBOUNDED)
+ *   p<P>       range(0, N) -> subscribe_on(single thread A)
+ *                          -> observe_on(single thread B, P) -> sink
+ *   2hop_p<P>  range(0, N) -> subscribe_on(A) -> observe_on(B, P)
+ *                          -> observe_on(single thread C, P) -> sink
  *
- * The source emits on thread A, the sink runs on thread B: every item crosses
- * between cores through observe_on's ring, as in RxJava's "xthread" case
- * (subscribeOn(computation) + observeOn(single)). The main thread waits on a
- * semaphore, so only the two pipeline threads compete for the two cores.
+ * The sink requests RILL_UNBOUNDED and sums the items (checked). The source
+ * emits on thread A and the sink runs on B (or C): every item crosses
+ * between cores through observe_on's ring, as in RxJava's "xthread" case,
+ * range(0, N).subscribeOn(computation(), true).observeOn(single(), false, P)
+ * (bench/peers/java/RxObserveOn.java), and in RxTwoHops.java for two hops.
+ * The main thread waits on a semaphore, so only the pipeline's threads
+ * compete for the cores.
  *
- *   bench/observe_on [N] [prefetch...]     default: 2e7, prefetch 16 128 256 1024
- * prints: RESULT rill_observe_on_p<prefetch> <items/s> ...
+ *   observe_on [--quick] [--n=N] [p16 p128 p256 p1024 2hop_p256 ...]
+ * (no case: p16 p128 p256 p1024 2hop_p256)
+ * prints: RESULT rill_observe_on_p<P> ... / RESULT rill_observe_on_2hop_p<P> ...
  */
 #include "bench.h"
 
-#include <rill.h>
-
 #include <semaphore.h>
-#include <string.h>
 
 typedef struct run {
-    rill_scheduler *producer, *consumer;
-    uint64_t n;
+    rill_scheduler *a, *b, *c;
     uint32_t prefetch;
+    int hops;
     uint64_t received, sum;
     int failed;
     sem_t released;
@@ -50,47 +53,74 @@ static const rill_callbacks sink = {
     .on_release = sink_release,
 };
 
-static uint64_t one_rep(void *ctx, uint64_t *items)
+static uint64_t one_rep(void *ctx, uint64_t n, uint64_t *items)
 {
     run *r = ctx;
     r->received = r->sum = 0;
+    r->failed = 0;
     uint64_t start = bench_now_ns();
-    rill_publisher *p = rill_range(0, r->n);
-    p = rill_subscribe_on(p, r->producer);
-    p = rill_observe_on(p, r->consumer, r->prefetch);
+    rill_publisher *p = rill_range(0, n);
+    p = rill_subscribe_on(p, r->a);
+    p = rill_observe_on(p, r->b, r->prefetch);
+    if (r->hops == 2)
+        p = rill_observe_on(p, r->c, r->prefetch);
+    if (p == NULL)
+        bench_fail("observe_on: building the pipeline: errno %d", errno);
     rill_subscribe(p, rill_subscriber_new(&sink, r));
     rill_publisher_unref(p);
     sem_wait(&r->released);
     uint64_t ns = bench_now_ns() - start;
-    uint64_t want = r->n * (r->n - 1) / 2;
-    if (r->failed || r->received != r->n || r->sum != want) {
-        fprintf(stderr, "observe_on bench: wrong result (%llu items, error %d)\n",
-                (unsigned long long)r->received, r->failed);
-        exit(1);
-    }
-    *items = r->n;
+    if (r->failed || r->received != n || r->sum != n * (n - 1) / 2)
+        bench_fail("observe_on: %" PRIu64 " of %" PRIu64 " items, sum %" PRIu64 ", error %d",
+                   r->received, n, r->sum, r->failed);
+    *items = n;
     return ns;
+}
+
+static void run_case(run *r, const char *arg)
+{
+    unsigned prefetch;
+    char name[64];
+    if (sscanf(arg, "2hop_p%u", &prefetch) == 1) {
+        r->hops = 2;
+        snprintf(name, sizeof name, "rill_observe_on_2hop_p%u", prefetch);
+    } else if (sscanf(arg, "p%u", &prefetch) == 1) {
+        r->hops = 1;
+        snprintf(name, sizeof name, "rill_observe_on_p%u", prefetch);
+    } else {
+        bench_fail("observe_on: unknown case '%s' (want p<prefetch> or 2hop_p<prefetch>)", arg);
+    }
+    if (prefetch == 0)
+        bench_fail("observe_on: prefetch must be > 0");
+    r->prefetch = prefetch;
+    /* The cold rep must end quickly even at prefetch 16 (~0.3 M items/s
+     * when every hand-off parks a thread). */
+    uint64_t n0 = bench_cfg.quick ? 20000u : 100000u;
+    bench_stats st = bench_run(one_rep, r, n0, UINT64_C(1) << 31);
+    bench_report(name, &st, "hops=%d prefetch=%u", r->hops, prefetch);
 }
 
 int main(int argc, char **argv)
 {
-    uint64_t n = argc > 1 ? (uint64_t)strtod(argv[1], NULL) : 20000000u;
-    static const uint32_t defaults[] = { 16, 128, 256, 1024 };
+    bench_init(&argc, argv);
+    static char *defaults[] = { "", "p16", "p128", "p256", "p1024", "2hop_p256", NULL };
+    if (argc < 2) {
+        argv = defaults;
+        argc = 6;
+    }
     run r;
     memset(&r, 0, sizeof r);
     sem_init(&r.released, 0, 0);
-    r.producer = rill_single_thread_new();
-    r.consumer = rill_single_thread_new();
-    r.n = n;
-    int count = argc > 2 ? argc - 2 : (int)(sizeof defaults / sizeof *defaults);
-    for (int i = 0; i < count; i++) {
-        r.prefetch = argc > 2 ? (uint32_t)atoi(argv[i + 2]) : defaults[i];
-        char name[64];
-        snprintf(name, sizeof name, "rill_observe_on_p%u", r.prefetch);
-        bench_run(name, one_rep, &r);
-    }
-    rill_scheduler_unref(r.producer);
-    rill_scheduler_unref(r.consumer);
+    r.a = rill_single_thread_new();
+    r.b = rill_single_thread_new();
+    r.c = rill_single_thread_new();
+    if (r.a == NULL || r.b == NULL || r.c == NULL)
+        bench_fail("observe_on: no scheduler: errno %d", errno);
+    for (int i = 1; i < argc; i++)
+        run_case(&r, argv[i]);
+    rill_scheduler_unref(r.a);
+    rill_scheduler_unref(r.b);
+    rill_scheduler_unref(r.c);
     sem_destroy(&r.released);
     return 0;
 }

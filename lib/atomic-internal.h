@@ -24,11 +24,33 @@
  * before it frees the object. Returns the count after the decrement. */
 #define rill__plain_unref(p) (__atomic_sub_fetch((p), 1, __ATOMIC_ACQ_REL))
 
+/* How far apart to keep data that different threads write: a cache line
+ * is 64 bytes, but x86's spatial prefetcher fetches lines in aligned
+ * 128-byte pairs, so two lines of one pair still ping-pong between cores.
+ * Heap objects with such groups must be allocated at this alignment
+ * (rill__calloc gives 16). */
+#define RILL__SEPARATE 128
+
 /* A spin-wait hint: lets the sibling hyperthread run and saves power. */
 static inline void rill__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
+#endif
+}
+
+/* Asks for the line holding p in a state ready for writing. A producer
+ * that fills a ring the consumer reads from calls it a little ahead: the
+ * consumer's core holds a copy of each line it has read, and taking the
+ * line back costs a cross-core round trip that a plain store would wait
+ * for, with every later store queued behind it (x86 commits stores in
+ * order). x86: PREFETCHW, which older CPUs execute as a NOP. */
+static inline void rill__prefetch_write(const void *p)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+#else
+    __builtin_prefetch(p, 1);
 #endif
 }
 

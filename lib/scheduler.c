@@ -8,6 +8,7 @@
 #include "scheduler-internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <time.h>
 
 #define IMMORTAL RILL__SCHEDULER_IMMORTAL
@@ -24,6 +25,25 @@ uint64_t rill__monotonic_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void rill__spin_start(rill__spinner *s, uint64_t ns)
+{
+    uint64_t now = rill__monotonic_ns();
+    s->deadline = now + ns;
+    s->yield_at = now + RILL__SPIN_YIELD_NS;
+}
+
+int rill__spin_more(rill__spinner *s)
+{
+    uint64_t now = rill__monotonic_ns();
+    if (now >= s->deadline)
+        return 0;
+    if (now >= s->yield_at) {
+        sched_yield();
+        s->yield_at = rill__monotonic_ns() + RILL__SPIN_YIELD_NS;
+    }
+    return 1;
 }
 
 void rill_scheduler_init(rill_scheduler *s, const struct rill_scheduler_ops *ops)

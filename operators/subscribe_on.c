@@ -18,10 +18,18 @@
  * never scheduled again). Calls into upstream go through rundown protection
  * (lib/upstream.c). If the scheduler refuses the task (shut down), upstream
  * is cancelled and downstream gets on_error(ECANCELED) before its release.
+ *
+ * Lingering. Before giving wip back, the task polls wip for a few
+ * microseconds (linger()). It holds wip all the while, so the protocol is
+ * the one above: a signal that arrives during the wait finds wip non-zero,
+ * adds its ticket and returns, and the task sees the ticket (at the latest
+ * in wip_leave) and runs another step. The wait only shortens the path of
+ * that signal — no trip through the scheduler's queue, no wake-up.
  */
 #include "alloc-internal.h"
 #include "atomic-internal.h"
 #include "relay-internal.h"
+#include "scheduler-internal.h"
 #include "stage-internal.h"
 #include "upstream-internal.h"
 
@@ -29,6 +37,8 @@
 #include <rill/scheduler.h>
 
 #include <errno.h>
+#include <stdalign.h>
+#include <stdint.h>
 
 typedef struct subon_publisher {
     rill__operator op;
@@ -36,24 +46,43 @@ typedef struct subon_publisher {
 } subon_publisher;
 
 typedef struct subon {
+    /* Set at subscribe, then only read. */
     rill_subscriber in;
     rill_subscription out;
-    rill_task task;
-    rill__upstream up;
     rill_subscriber *down;
     rill_worker *worker;
     rill_context *ctx;             /* reference */
     rill_publisher *owner;         /* reference */
     rill_scheduler *sched;         /* reference */
     rill_publisher *source;        /* borrowed from owner */
+    void *block;                   /* what rill__calloc returned (see subon_alloc) */
+
+    /* Written by the task (and the scheduler queueing it). */
+    alignas(RILL__SEPARATE) rill_task task;
+    rill__upstream up;
     atomic_uint refs;
-    _Atomic uint64_t pending;      /* demand not yet passed upstream */
+    int subscribed, cancel_sent;   /* task only */
+    int terminated;                /* upstream's signals only */
+
+    /* Written by downstream's thread (request, cancel), polled by a
+     * lingering task: kept apart from what the task writes. */
+    alignas(RILL__SEPARATE) _Atomic uint64_t pending;   /* demand not yet passed upstream */
     _Atomic uint32_t wip;
     atomic_int cancelled, bad_request, dead, released;
     atomic_int up_set;             /* up.sub is set: cancel may go straight there */
-    int subscribed, cancel_sent;   /* task only */
-    int terminated;                /* upstream's signals only */
 } subon;
+
+/* The groups above are only apart if the struct starts on a block boundary. */
+static subon *subon_alloc(void)
+{
+    void *block = rill__calloc(sizeof(subon) + RILL__SEPARATE - 1);
+    if (!block)
+        return NULL;
+    uintptr_t at = ((uintptr_t)block + RILL__SEPARATE - 1) & ~(uintptr_t)(RILL__SEPARATE - 1);
+    subon *o = (subon *)at;
+    o->block = block;
+    return o;
+}
 
 static void subon_unref(subon *o)
 {
@@ -64,7 +93,7 @@ static void subon_unref(subon *o)
     rill_scheduler_unref(o->sched);
     rill_context_unref(o->ctx);
     rill_publisher_unref(o->owner);
-    rill__free(o);
+    rill__free(o->block);
 }
 
 /* ---------------------------------------------------------------- the task */
@@ -94,12 +123,43 @@ static int task_step(subon *o)
         }
         return 0;
     }
-    if (atomic_exchange(&o->bad_request, 0))
+    /* Load before exchanging: the locked exchange is for when there is
+     * something to take (wip's acquire made the flags visible). */
+    if (atomic_load_explicit(&o->bad_request, memory_order_relaxed) &&
+        atomic_exchange(&o->bad_request, 0))
         rill__upstream_request(&o->up, 0);   /* upstream turns it into on_error(EINVAL) */
-    uint64_t n = atomic_exchange(&o->pending, 0);
+    uint64_t n = atomic_load_explicit(&o->pending, memory_order_relaxed)
+                 ? atomic_exchange(&o->pending, 0) : 0;
     if (n)
         rill__upstream_request(&o->up, n);
     return 0;
+}
+
+/* Before giving wip back, the task waits a moment on its own thread for
+ * the next signal. A consumer that replenishes in batches (observe_on) asks
+ * again a few microseconds after a synchronous source ran dry: a signal
+ * that finds the task still holding wip costs its sender one atomic add,
+ * where one that finds it idle costs a trip through the scheduler's queue
+ * (a lock on each side and, once the thread has parked, a wake-up).
+ * Bounded in time, and only while the thread has nothing else to run. */
+#define LINGER_NS 10000u
+
+static int linger(subon *o, uint32_t held)
+{
+    if (!rill__worker_may_spin(o->worker))
+        return 0;
+    rill__spinner sp;
+    for (unsigned i = 1;; i++) {
+        for (unsigned k = 0; k < 8; k++)
+            rill__cpu_relax();
+        if (atomic_load_explicit(&o->wip, memory_order_relaxed) != held)
+            return 1;
+        if (i == 4)
+            rill__spin_start(&sp, LINGER_NS);
+        if ((i & 3) == 0 &&
+            (!rill__spin_more(&sp) || !rill__worker_may_spin(o->worker)))
+            return 0;
+    }
 }
 
 static void run(subon *o)
@@ -110,6 +170,7 @@ static void run(subon *o)
             subon_unref(o);   /* the task's reference; wip stays held */
             return;
         }
+        linger(o, missed);
         missed = rill__wip_leave(&o->wip, missed);
         if (missed == 0)
             return;
@@ -247,11 +308,11 @@ static const struct rill_subscription_ops subon_out_ops = {
 static void subon_subscribe(rill_publisher *self, rill_subscriber *s)
 {
     subon_publisher *sp = (subon_publisher *)self;
-    subon *o = rill__calloc(sizeof *o);
+    subon *o = subon_alloc();
     rill_worker *w = o ? rill_worker_new(sp->sched) : NULL;
     if (!w) {
         int code = errno == ECANCELED ? ECANCELED : ENOMEM;
-        rill__free(o);
+        rill__free(o ? o->block : NULL);
         rill_reject(s, code, NULL);
         return;
     }

@@ -8,9 +8,14 @@
  * atomic count of queued tasks, before it parks on its condition variable:
  * on this kind of VM a park/unpark round trip costs ~20 µs, so a producer
  * that comes back within the spin window pays no wake-up at all, while an
- * idle pool still parks (no CPU) once the window has passed. Producers take
- * the lock for each task they queue (stages queue one task per drain, not
- * per item) and signal only a thread that is actually parked.
+ * idle pool still parks (no CPU) once the window has passed. The spinner
+ * yields its CPU every couple of microseconds (rill__spin_more), so that on
+ * a machine with more busy threads than cores it does not hold the core
+ * that the thread it waits for needs. Producers take the lock for each task
+ * they queue (stages queue one task per drain, not per item) and signal
+ * only a thread that is actually parked. rill__worker_may_spin tells a
+ * running task whether it may wait on its thread a little longer: only
+ * while nothing else is ready there.
  *
  * Shutdown (the last user reference): every thread is told to stop; it runs
  * its ready tasks, runs its timers with status ECANCELED, and exits. The
@@ -58,8 +63,12 @@ typedef struct pool_worker {
     pool_thread *thread;
 } pool_worker;
 
-/* The pool thread this thread is, if any (to detect unref from inside). */
+static const struct rill_scheduler_ops pool_ops;
+
+/* The pool (to detect unref from inside) and the pool thread this thread
+ * is, if any. */
 static _Thread_local pool *current_pool;
+static _Thread_local const pool_thread *current_thread;
 
 /* The queue's ready count is mirrored in `queued` for the spinner. */
 static void push_ready(pool_thread *t, rill_task *task)
@@ -89,12 +98,13 @@ static uint64_t promote_timers(pool_thread *t)
 /* Spins up to SPIN_NS for work to arrive; returns 1 if some did. */
 static int spin_for_work(pool_thread *t)
 {
-    uint64_t deadline = rill__monotonic_ns() + SPIN_NS;
+    rill__spinner sp;
+    rill__spin_start(&sp, SPIN_NS);
     for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(&t->queued, memory_order_relaxed))
             return 1;
         rill__cpu_relax();
-        if ((i & 63) == 0 && rill__monotonic_ns() >= deadline)
+        if ((i & 31) == 0 && !rill__spin_more(&sp))
             return 0;
     }
 }
@@ -131,6 +141,7 @@ static void *thread_main(void *arg)
 {
     pool_thread *t = arg;
     current_pool = t->owner;
+    current_thread = t;
     int spun = 0;
     pthread_mutex_lock(&t->lock);
     for (;;) {
@@ -214,6 +225,16 @@ static int pool_cancel(rill_scheduler *self, rill_worker *w, rill_task *task)
         atomic_fetch_sub_explicit(&t->queued, 1, memory_order_relaxed);
     pthread_mutex_unlock(&t->lock);
     return removed ? 0 : ENOENT;
+}
+
+/* Only on w's own thread: a task run elsewhere (by a caller whose
+ * schedule was refused at shutdown) must not hold that caller. */
+int rill__worker_may_spin(const rill_worker *w)
+{
+    if (w->scheduler->ops != &pool_ops)
+        return 0;
+    const pool_thread *t = ((const pool_worker *)w)->thread;
+    return t == current_thread && atomic_load_explicit(&t->queued, memory_order_relaxed) == 0;
 }
 
 static uint64_t pool_now(rill_scheduler *self)

@@ -1792,6 +1792,366 @@ START_TEST(test_races)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * Waits at the hand-off. Three places wait a little before they let go,
+ * and each has a window where a signal can arrive just as the wait ends:
+ *  - subscribe_on's task polls wip for ~10 µs before giving it back (a
+ *    request landing before, during and after that wait, and while the
+ *    pool thread spins or parks afterwards);
+ *  - observe_on's drainer, finding a few items, waits up to ~1 µs for more
+ *    before delivering, and delivers at once if the producer paused; when
+ *    the ring runs dry it polls ~10 µs, then gives wip back, re-checking
+ *    for an item a light producer published meanwhile;
+ *  - the producer checks overflow against a copy of the allowance that it
+ *    re-reads only when the copy runs out.
+ * The tests below pace requests and items with random gaps around those
+ * windows (busy waits from 0 to a few tens of µs) and check that every item
+ * arrives, once, in order, with the protocol intact — a lost wake-up would
+ * hang the test.
+ */
+
+/* Busy-waits about ns nanoseconds (a sleep would be far coarser). */
+static void pause_ns(uint64_t ns)
+{
+    uint64_t until = now_ns() + ns;
+    while (now_ns() < until)
+        ;
+}
+
+/* A random gap for pacing: mostly none, else up to 40 µs, weighted
+ * towards the few-µs range where the waits end. */
+static uint64_t random_gap(uint32_t *rng)
+{
+    uint32_t x = xorshift(rng);
+    switch (x % 8) {
+    case 0:
+    case 1:
+    case 2:
+        return 0;
+    case 3:
+        return (x >> 8) % 2000;            /* inside a gather */
+    case 4:
+    case 5:
+        return 8000 + (x >> 8) % 4000;     /* around the 10 µs waits */
+    case 6:
+        return (x >> 8) % 40000;           /* past the pool's spin, into parking */
+    default:
+        sched_yield();
+        return 0;
+    }
+}
+
+typedef struct pacer_req {
+    probe *p;
+    uint64_t n;
+    uint32_t rng;
+    uint32_t max_batch;
+    int64_t cancel_after;        /* cancel once this many arrived; <0 never */
+    atomic_int cancel_sent;
+} pacer_req;
+
+/* Requests n items in random batches with random gaps between them. */
+static void *paced_requester(void *arg)
+{
+    pacer_req *r = arg;
+    probe *p = r->p;
+    while (!atomic_load(&p->stopping) && atomic_load(&p->requested) < r->n) {
+        if (r->cancel_after >= 0 && atomic_load(&p->received) >= (uint64_t)r->cancel_after) {
+            if (probe_cancel(p))
+                atomic_store(&r->cancel_sent, 1);
+            break;
+        }
+        uint64_t left = r->n - atomic_load(&p->requested);
+        uint64_t k = 1 + xorshift(&r->rng) % r->max_batch;
+        if (!probe_request(p, k < left ? k : left))
+            break;
+        pause_ns(random_gap(&r->rng));
+    }
+    return NULL;
+}
+
+/* source -> subscribe_on(a) -> observe_on(b, prefetch) -> probe, demand
+ * from another thread in paced batches; one round in four cancels midway. */
+static void paced_requests_round(rill_scheduler *a, rill_scheduler *b, uint32_t *rng)
+{
+    long base = live_allocations();
+    static const uint32_t prefetches[] = { 1, 4, 16, 128, 256 };
+    uint32_t prefetch = prefetches[xorshift(rng) % 5];
+    uint64_t n = 1 + xorshift(rng) % (quick() ? 300 : 3000);
+    source src;
+    source_init_struct(&src, n);
+    discards d = { 0 };
+    rill_publisher *pub = rill_subscribe_on(source_publisher(&src), a);
+    pub = with_discards(rill_observe_on(pub, b, prefetch), &d);
+
+    probe *p = probe_new();
+    p->pulled = &src.pulled;
+    p->prefetch = prefetch;
+    probe_subscribe(p, pub);
+    rill_publisher_unref(pub);
+    pacer_req r = {
+        .p = p, .n = n, .rng = xorshift(rng) | 1, .max_batch = 1 + xorshift(rng) % 300,
+        .cancel_after = xorshift(rng) % 4 == 0 ? (int64_t)(xorshift(rng) % n) : -1,
+    };
+    pthread_t tid;
+    ck_assert_int_eq(pthread_create(&tid, NULL, paced_requester, &r), 0);
+    ck_assert_int_eq(pthread_join(tid, NULL), 0);
+    wait_released(p);
+    wait_flag(&d.freed);
+    wait_flag(&src.freed);
+    assert_handed_off(p);
+    uint64_t got = atomic_load(&p->received);
+    ck_assert_uint_eq(got + atomic_load(&d.count), u64(&src.pulled));
+    if (atomic_load(&r.cancel_sent)) {
+        assert_no_terminal(p);
+    } else {
+        assert_completed(p, n);
+        ck_assert_uint_eq(atomic_load(&d.count), 0);
+    }
+    settle(base);
+    free(p);
+}
+
+START_TEST(test_paced_requests)
+{
+    long base = live_allocations();
+    uint32_t rng = 0x2545f491u + 0x9e3779b9u * (uint32_t)_i;
+    rill_scheduler *a = single_new();
+    rill_scheduler *b = _i % 2 ? pool_new() : single_new();
+    int rounds = quick() ? 10 : 60;
+    for (int i = 0; i < rounds; i++)
+        paced_requests_round(a, b, &rng);
+    rill_scheduler_unref(a);
+    rill_scheduler_unref(b);
+    settle(base);
+}
+END_TEST
+
+/* A publisher (against rill/stage.h) whose items come from a thread of its
+ * own, as demand allows, in bursts with random gaps: the producer pauses
+ * while observe_on's drainer gathers, catches up, polls, or gives wip back. */
+typedef struct paced {
+    rill_publisher base;
+    uint64_t n;
+    uint32_t seed;
+    pthread_t tid;
+    atomic_int started, destroyed;
+} paced;
+
+typedef struct paced_sub {
+    rill_subscription base;
+    rill_subscriber *down;
+    paced *src;
+    _Atomic uint64_t requested;
+    atomic_int cancelled, bad_request;
+} paced_sub;
+
+static void paced_request(rill_subscription *s, uint64_t n)
+{
+    paced_sub *ps = (paced_sub *)s;
+    if (n == 0)
+        atomic_store(&ps->bad_request, 1);
+    uint64_t r = atomic_load(&ps->requested), next;
+    do {
+        next = n > UINT64_MAX - r ? UINT64_MAX : r + n;
+    } while (!atomic_compare_exchange_weak(&ps->requested, &r, next));
+}
+
+static void paced_cancel(rill_subscription *s)
+{
+    atomic_store(&((paced_sub *)s)->cancelled, 1);
+}
+
+static const struct rill_subscription_ops paced_sub_ops = {
+    .version = RILL_SUBSCRIPTION_OPS_VERSION,
+    .request = paced_request,
+    .cancel = paced_cancel,
+};
+
+/* The producer thread: emits 0..n-1 within demand, then completes and
+ * releases (observe_on's release waits for its own calls into us). */
+static void *paced_main(void *arg)
+{
+    paced_sub *ps = arg;
+    uint32_t rng = ps->src->seed | 1;
+    uint64_t i = 0, burst = 0;
+    while (i < ps->src->n && !atomic_load(&ps->cancelled) && !atomic_load(&ps->bad_request)) {
+        if (i >= atomic_load(&ps->requested)) {
+            sched_yield();
+            continue;
+        }
+        rill_deliver_next(ps->down, (void *)(intptr_t)i++);
+        if (burst) {
+            burst--;
+            continue;
+        }
+        burst = xorshift(&rng) % 64;
+        pause_ns(random_gap(&rng));
+    }
+    if (atomic_load(&ps->bad_request))
+        rill_deliver_error_code(ps->down, EINVAL, NULL);
+    else if (!atomic_load(&ps->cancelled))
+        rill_deliver_complete(ps->down);
+    rill_deliver_release(ps->down);
+    free(ps);
+    return NULL;
+}
+
+static void paced_subscribe(rill_publisher *self, rill_subscriber *s)
+{
+    paced *src = (paced *)self;
+    paced_sub *ps = calloc(1, sizeof *ps);
+    ck_assert_ptr_nonnull(ps);
+    ps->base.ops = &paced_sub_ops;
+    ps->down = s;
+    ps->src = src;
+    rill_deliver_subscribe(s, &ps->base);
+    ck_assert_int_eq(atomic_exchange(&src->started, 1), 0);
+    ck_assert_int_eq(pthread_create(&src->tid, NULL, paced_main, ps), 0);
+}
+
+static void paced_destroy(rill_publisher *self)
+{
+    atomic_store(&((paced *)self)->destroyed, 1);
+}
+
+static const struct rill_publisher_ops paced_ops = {
+    .version = RILL_PUBLISHER_OPS_VERSION,
+    .subscribe = paced_subscribe,
+    .destroy = paced_destroy,
+};
+
+START_TEST(test_paced_producer)
+{
+    long base = live_allocations();
+    uint32_t rng = 0x6c078965u + 0x01000193u * (uint32_t)_i;
+    static const uint32_t prefetches[] = { 1, 3, 16, 64, 256, 1024 };
+    rill_scheduler *b = single_new();
+    int rounds = quick() ? 6 : 30;
+    long round_base = live_allocations();
+    for (int round = 0; round < rounds; round++) {
+        paced src = { .n = 1 + xorshift(&rng) % (quick() ? 400 : 4000), .seed = xorshift(&rng) };
+        rill_publisher_init(&src.base, &paced_ops);
+        uint32_t prefetch = prefetches[xorshift(&rng) % 6];
+        rill_publisher *pub = rill_observe_on(&src.base, b, prefetch);
+        ck_assert_ptr_nonnull(pub);
+
+        probe *p = probe_new();
+        if (xorshift(&rng) % 2) {
+            p->initial = RILL_UNBOUNDED;
+        } else {
+            p->random_batch = 1 + xorshift(&rng) % 128;
+            p->low_water = 1 + xorshift(&rng) % 32;
+            p->rng = xorshift(&rng) | 1;
+            p->initial = 1 + xorshift(&rng) % 64;
+        }
+        probe_subscribe(p, pub);
+        rill_publisher_unref(pub);
+        wait_released(p);
+        ck_assert_int_eq(pthread_join(src.tid, NULL), 0);
+        wait_flag(&src.destroyed);
+        assert_handed_off(p);
+        assert_completed(p, src.n);
+        settle(round_base);
+        free(p);
+    }
+    rill_scheduler_unref(b);
+    settle(base);
+}
+END_TEST
+
+/* A publisher that behaves for its first requests, then, inside its third,
+ * sends one item more than asked: observe_on must catch the excess after
+ * its allowance has been refreshed twice (the producer's copy of it ran out
+ * and was re-read), deliver every item that fitted, then EOVERFLOW. */
+typedef struct cheat {
+    rill_publisher base;
+    rill_subscription sub;
+    rill_subscriber *down;
+    uint64_t next;
+    int requests, cancelled, released;
+    atomic_int destroyed;
+} cheat;
+
+static void cheat_request(rill_subscription *s, uint64_t n)
+{
+    /* Only ever called on one thread at a time here: observe_on requests
+     * inside its on_subscribe, then from its drain. */
+    cheat *c = (cheat *)((char *)s - offsetof(cheat, sub));
+    if (c->released)
+        return;
+    uint64_t send = ++c->requests == 3 ? n + 1 : n;
+    for (uint64_t i = 0; i < send && !c->cancelled; i++)
+        rill_deliver_next(c->down, (void *)(intptr_t)c->next++);
+    if (c->cancelled) {
+        c->released = 1;
+        rill_deliver_release(c->down);
+    }
+}
+
+static void cheat_cancel(rill_subscription *s)
+{
+    ((cheat *)((char *)s - offsetof(cheat, sub)))->cancelled = 1;
+}
+
+static const struct rill_subscription_ops cheat_sub_ops = {
+    .version = RILL_SUBSCRIPTION_OPS_VERSION,
+    .request = cheat_request,
+    .cancel = cheat_cancel,
+};
+
+static void cheat_subscribe(rill_publisher *self, rill_subscriber *s)
+{
+    cheat *c = (cheat *)self;
+    c->sub.ops = &cheat_sub_ops;
+    c->down = s;
+    rill_deliver_subscribe(s, &c->sub);
+}
+
+static void cheat_destroy(rill_publisher *self)
+{
+    atomic_store(&((cheat *)self)->destroyed, 1);
+}
+
+static const struct rill_publisher_ops cheat_ops = {
+    .version = RILL_PUBLISHER_OPS_VERSION,
+    .subscribe = cheat_subscribe,
+    .destroy = cheat_destroy,
+};
+
+START_TEST(test_overflow_after_replenish)
+{
+    long base = live_allocations();
+    static const uint32_t prefetches[] = { 4, 16, 256 };
+    uint32_t prefetch = prefetches[_i];
+    uint64_t limit = prefetch - prefetch / 4, fits = prefetch + 2 * limit;
+    cheat c = { .next = 0 };
+    rill_publisher_init(&c.base, &cheat_ops);
+    discards d = { 0 };
+    rill_scheduler *b = single_new();
+    rill_publisher *pub = with_discards(rill_observe_on(&c.base, b, prefetch), &d);
+    ck_assert_ptr_nonnull(pub);
+
+    probe *p = probe_new();
+    p->initial = RILL_UNBOUNDED;
+    probe_subscribe(p, pub);
+    wait_released(p);
+    rill_publisher_unref(pub);
+    wait_flag(&d.freed);
+    wait_flag(&c.destroyed);
+    assert_handed_off(p);
+    assert_failed(p, EOVERFLOW);
+    ck_assert_int_eq(c.requests, 3);
+    ck_assert_uint_eq(c.next, fits + 1);
+    ck_assert_uint_eq(u64(&p->received), fits);
+    ck_assert_uint_eq(u64(&d.count), 1);
+    ck_assert_int_eq(p->next_expected, (int64_t)fits);
+    rill_scheduler_unref(b);
+    settle(base);
+    free(p);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 
 static TCase *timed_tcase(const char *name)
@@ -1854,6 +2214,12 @@ Suite *observe_on_suite(void)
 
     tc = timed_tcase("races");
     tcase_add_loop_test(tc, test_races, 0, 4);
+    suite_add_tcase(s, tc);
+
+    tc = timed_tcase("paced");
+    tcase_add_loop_test(tc, test_paced_requests, 0, 4);
+    tcase_add_loop_test(tc, test_paced_producer, 0, 2);
+    tcase_add_loop_test(tc, test_overflow_after_replenish, 0, 3);
     suite_add_tcase(s, tc);
     return s;
 }
