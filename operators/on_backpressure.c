@@ -98,9 +98,14 @@ typedef struct bp {
     int err_code;                    /* ERROR overflow: set before `done` */
     rill_error *error;               /* upstream's error (reference), set before `done` */
 
-    _Alignas(64) size_t enq;         /* the producer's next position (producer only) */
-    _Alignas(64) _Atomic size_t deq; /* the next position to take (takers CAS it) */
-    _Alignas(64) _Atomic uint64_t requested;   /* downstream's demand so far (saturating) */
+    /* Padding, not _Alignas: the stage comes from rill__calloc (16-byte
+     * alignment), and an over-aligned type there is undefined behaviour. */
+    char pad0[64];
+    size_t enq;                      /* the producer's next position (producer only) */
+    char pad1[64];
+    _Atomic size_t deq;              /* the next position to take (takers CAS it) */
+    char pad2[64];
+    _Atomic uint64_t requested;      /* downstream's demand so far (saturating) */
     _Atomic uint64_t delivered;      /* written by the drainer only */
     _Atomic uint64_t expired;        /* items the TTL evicted (they give their demand back) */
     _Atomic size_t count;            /* with metrics only: held items, as the gauge counts them */
